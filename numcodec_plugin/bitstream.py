@@ -1,0 +1,175 @@
+"""The TerraCodec chunk format, version 1 (specified in ``docs/format.md``).
+
+A chunk is self-describing: the header says which model and quality coded it, the array's
+shape and dtype, the no-data value and the tile grid, so any reader with the model can decode
+it without the codec configuration. Layout (little-endian)::
+
+    magic "TECZ" | version u8 | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
+    | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
+    | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
+    | [mask: varint length + zlib(packbits(mask))]      (flag bit 0)
+    | per tile, row-major over (frames, tile rows, tile columns):
+    |     symbol checksum u32 | per stream: varint length + bytes
+    | CRC-32 of everything before it, u32
+
+This module only packs and unpacks bytes; it knows nothing about networks.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from numcodec_plugin.errors import BitstreamError
+from numcodec_plugin.models.base import CodedTile
+
+MAGIC = b"TECZ"
+VERSION = 1
+FLAG_MASK = 0x01
+DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
+DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
+MAX_ELEMENTS = 1 << 32
+_FIXED = struct.Struct("<f d f H H B")
+
+
+@dataclass(frozen=True)
+class ChunkHeader:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    model_name: str
+    model_digest: bytes
+    quality: float
+    nodata: float
+    dn_scale: float
+    tile_shape: tuple[int, int]
+    streams_per_tile: int
+
+    @property
+    def tile_grid(self) -> tuple[int, int, int]:
+        """(frames, tile rows, tile columns): frames are all leading axes before (band, y, x) flattened."""
+        frames = math.prod(self.shape[:-3])
+        return frames, -(-self.shape[-2] // self.tile_shape[0]), -(-self.shape[-1] // self.tile_shape[1])
+
+    @property
+    def tile_count(self) -> int:
+        return math.prod(self.tile_grid)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    header: ChunkHeader
+    mask: np.ndarray | None  # bool, header.shape; True where the value is no-data
+    tiles: list[CodedTile]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class _Reader:
+    def __init__(self, data: memoryview) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int, what: str) -> memoryview:
+        if n < 0 or self.pos + n > len(self.data):
+            raise BitstreamError(f"truncated chunk: {what} needs {n} bytes at offset {self.pos}, {len(self.data) - self.pos} left")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: struct.Struct | str, what: str) -> tuple:
+        fmt = fmt if isinstance(fmt, struct.Struct) else struct.Struct(fmt)
+        return fmt.unpack(self.take(fmt.size, what))
+
+    def varint(self, what: str) -> int:
+        value, shift = 0, 0
+        while True:
+            (byte,) = self.take(1, what)
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 35:
+                raise BitstreamError(f"corrupt chunk: {what} length is not a valid varint")
+
+
+def pack(chunk: Chunk) -> bytes:
+    """Serialise a chunk to bytes."""
+    h = chunk.header
+    name = h.model_name.encode()
+    out = bytearray(MAGIC)
+    out += struct.pack("<BBBB", VERSION, FLAG_MASK if chunk.mask is not None else 0, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
+    out += struct.pack(f"<{len(h.shape)}I", *h.shape)
+    out += struct.pack("<B", len(name)) + name + h.model_digest
+    out += _FIXED.pack(h.quality, h.nodata, h.dn_scale, *h.tile_shape, h.streams_per_tile)
+    if chunk.mask is not None:
+        packed = zlib.compress(np.packbits(chunk.mask.reshape(-1)).tobytes(), 9)
+        out += _varint(len(packed)) + packed
+    for tile in chunk.tiles:
+        out += struct.pack("<I", tile.checksum)
+        for stream in tile.streams:
+            out += _varint(len(stream)) + stream
+    out += struct.pack("<I", zlib.crc32(out))
+    return bytes(out)
+
+
+def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
+    """Parse and verify a chunk; raises :class:`BitstreamError` on anything that is not a valid v1 chunk."""
+    view = memoryview(np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8)) if isinstance(data, np.ndarray) else data).cast("B")
+    if len(view) < len(MAGIC) or bytes(view[:4]) != MAGIC:
+        raise BitstreamError("not a TerraCodec chunk: magic bytes 'TECZ' missing (foreign or empty data)")
+    if len(view) < 12:
+        raise BitstreamError(f"truncated chunk: {len(view)} bytes is shorter than any header")
+    (stored_crc,) = struct.unpack("<I", view[-4:])
+    if zlib.crc32(view[:-4]) != stored_crc:
+        raise BitstreamError("corrupt or truncated chunk: CRC-32 does not match its contents")
+    r = _Reader(view[:-4])
+    r.take(4, "magic")
+    version, flags, dtype_code, ndim = r.unpack("<BBBB", "header")
+    if version != VERSION:
+        raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION}); upgrade xr-terracodec")
+    if dtype_code not in DTYPES:
+        raise BitstreamError(f"corrupt chunk: unknown dtype code {dtype_code}")
+    if not 3 <= ndim <= 8:
+        raise BitstreamError(f"corrupt chunk: {ndim} dimensions (expected 3..8)")
+    shape = r.unpack(f"<{ndim}I", "shape")
+    if min(shape) < 1 or math.prod(shape) > MAX_ELEMENTS:
+        raise BitstreamError(f"corrupt chunk: implausible shape {shape}")
+    (name_length,) = r.unpack("<B", "model name")
+    try:
+        name = bytes(r.take(name_length, "model name")).decode()
+    except UnicodeDecodeError as exc:
+        raise BitstreamError("corrupt chunk: model name is not UTF-8") from exc
+    digest = bytes(r.take(8, "model digest"))
+    quality, nodata, dn_scale, tile_h, tile_w, streams = r.unpack(_FIXED, "coding parameters")
+    if tile_h < 1 or tile_w < 1 or streams < 1:
+        raise BitstreamError(f"corrupt chunk: tile {tile_h}x{tile_w} with {streams} streams")
+    header = ChunkHeader(tuple(shape), DTYPES[dtype_code], name, digest, quality, nodata, dn_scale, (tile_h, tile_w), streams)
+    mask = None
+    if flags & FLAG_MASK:
+        packed = r.take(r.varint("mask"), "mask")
+        n = math.prod(shape)
+        inflater = zlib.decompressobj()
+        try:
+            raw = inflater.decompress(packed, (n + 7) // 8 + 1)
+        except zlib.error as exc:
+            raise BitstreamError(f"corrupt chunk: no-data mask does not inflate ({exc})") from exc
+        if len(raw) != (n + 7) // 8:
+            raise BitstreamError("corrupt chunk: no-data mask has the wrong size")
+        mask = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool).reshape(shape)
+    tiles = []
+    for _ in range(header.tile_count):
+        (checksum,) = r.unpack("<I", "tile checksum")
+        tiles.append(CodedTile(tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams)), checksum))
+    if r.pos != len(r.data):
+        raise BitstreamError(f"corrupt chunk: {len(r.data) - r.pos} unexpected bytes after the last tile")
+    return Chunk(header, mask, tiles)

@@ -1,0 +1,260 @@
+"""The tensor engine: a chunk array in, TerraCodec bytes out, and back.
+
+Encode, top to bottom:
+
+1. check dtype and band count against the model;
+2. find no-data values (kept exactly by a lossless mask) and fill them with the band's mean of
+   valid values, so they never reach the network;
+3. convert to DN (floats are multiplied by ``dn_scale``) and standardise with the model's statistics;
+4. cut every frame into equal tiles whose sides are multiples the architecture needs, padding the
+   edges by replication;
+5. code the tiles in batches, under ``torch.inference_mode`` and scoped deterministic settings;
+6. pack header, mask and tile streams (:mod:`numcodec_plugin.bitstream`).
+
+Decode reverses it, checks the model identity and each tile's symbol checksum, rounds and clips
+to the dtype, and puts the no-data values back.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from numcodec_plugin import bitstream
+from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError, ModelMismatchError
+from numcodec_plugin.models.base import CodedTile, TileCoder
+from numcodec_plugin.models.registry import check_quality, default_quality, load_model
+from numcodec_plugin.scoped_determinism import deterministic_torch
+
+SUPPORTED_DTYPES = tuple(bitstream.DTYPE_CODES)
+DEFAULT_DN_SCALE = 10000.0
+DEFAULT_BATCH_SIZE = 16
+
+
+@dataclass(frozen=True)
+class EncodeSettings:
+    """Everything that decides the bytes of a chunk (besides the pixels)."""
+
+    model: str | None = None
+    quality: float | None = None
+    nodata: float | None = None
+    dn_scale: float = DEFAULT_DN_SCALE
+
+
+def default_nodata(dtype: np.dtype) -> float:
+    """Sentinel-2's no-data value 0 for integers, NaN for floats."""
+    return float("nan") if np.dtype(dtype).kind == "f" else 0.0
+
+
+def check_array(shape: tuple[int, ...], dtype: np.dtype, coder_or_bands: TileCoder | int) -> None:
+    """Raise :class:`ConfigurationError` if arrays of ``shape``/``dtype`` cannot be coded by the model."""
+    bands = coder_or_bands if isinstance(coder_or_bands, int) else len(coder_or_bands.identity.bands)
+    if np.dtype(dtype) not in SUPPORTED_DTYPES:
+        raise ConfigurationError(f"dtype {np.dtype(dtype)} is not supported; use one of {', '.join(map(str, SUPPORTED_DTYPES))}")
+    if len(shape) < 3:
+        raise ConfigurationError(f"chunks must have shape (..., band, y, x); got {len(shape)} dimension(s) {tuple(shape)}")
+    if shape[-3] != bands:
+        raise ConfigurationError(
+            f"chunk has {shape[-3]} bands on axis -3 but the model codes {bands}; chunk the band axis whole "
+            f"(e.g. chunks=(1, {bands}, 256, 256)) and give the model's band set in order"
+        )
+
+
+def plan_tiles(height: int, width: int, tile_size: int, multiple: int) -> tuple[int, int]:
+    """Equal tile sides (multiples of ``multiple``, at most about ``tile_size``) covering the frame.
+
+    For 264 x 264 with tile 256 that is two 160-pixel tiles per axis rather than one 256 tile plus
+    a mostly padded one: padding is spread thinly.
+    """
+    def side(n: int) -> int:
+        count = -(-n // tile_size)
+        return -(-n // count // multiple) * multiple if n > multiple else multiple
+    return side(height), side(width)
+
+
+def _to_tiles(frames: np.ndarray, tile: tuple[int, int]) -> np.ndarray:
+    """(F, C, H, W) -> (F * rows * cols, C, th, tw), padding the bottom/right edges by replication."""
+    f, c, h, w = frames.shape
+    rows, cols = -(-h // tile[0]), -(-w // tile[1])
+    padded = np.pad(frames, ((0, 0), (0, 0), (0, rows * tile[0] - h), (0, cols * tile[1] - w)), mode="edge")
+    tiles = padded.reshape(f, c, rows, tile[0], cols, tile[1]).transpose(0, 2, 4, 1, 3, 5)
+    return np.ascontiguousarray(tiles.reshape(f * rows * cols, c, tile[0], tile[1]))
+
+
+def _from_tiles(tiles: np.ndarray, frames: int, height: int, width: int) -> np.ndarray:
+    n, c, th, tw = tiles.shape
+    rows, cols = -(-height // th), -(-width // tw)
+    out = tiles.reshape(frames, rows, cols, c, th, tw).transpose(0, 3, 1, 4, 2, 5).reshape(frames, c, rows * th, cols * tw)
+    return out[:, :, :height, :width]
+
+
+def _nodata_mask(array: np.ndarray, nodata: float) -> np.ndarray:
+    return np.isnan(array) if math.isnan(nodata) else array == np.asarray(nodata).astype(array.dtype)
+
+
+def _fill(dn: np.ndarray, mask: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Replace masked values by the mean of the valid values of the same frame and band."""
+    valid = ~mask
+    counts = valid.sum(axis=(-2, -1), keepdims=True)
+    sums = np.where(valid, dn, 0).sum(axis=(-2, -1), keepdims=True, dtype=np.float64)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), fallback[:, None, None]).astype(np.float32)
+    return np.where(mask, means, dn)
+
+
+def encode(array: np.ndarray, settings: EncodeSettings = EncodeSettings(), *, device: str | None = None,
+           batch_size: int = DEFAULT_BATCH_SIZE) -> bytes:
+    """Code one chunk of shape (..., bands, y, x) to TerraCodec bytes."""
+    return encode_many([array], settings, device=device, batch_size=batch_size)[0]
+
+
+def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSettings(), *, device: str | None = None,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> list[bytes]:
+    """Code several chunks, batching the tiles of all of them through the network together."""
+    quality = settings.quality if settings.quality is not None else default_quality(settings.model)
+    check_quality(settings.model, quality)
+    coder = load_model(settings.model, quality, device)
+    prepared = [_prepare(np.asarray(array), settings, coder) for array in arrays]
+    coded: list[list[CodedTile]] = [[] for _ in prepared]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, p in enumerate(prepared):
+        groups.setdefault(p.tile_shape, []).append(index)
+    for members in groups.values():
+        tiles = _compress_tiles(coder, np.concatenate([prepared[i].tiles for i in members]), quality, batch_size)
+        offset = 0
+        for i in members:
+            coded[i] = tiles[offset:offset + len(prepared[i].tiles)]
+            offset += len(prepared[i].tiles)
+    out = []
+    for p, tiles in zip(prepared, coded):
+        header = bitstream.ChunkHeader(
+            shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
+            model_digest=coder.identity.digest, quality=float(quality), nodata=p.nodata,
+            dn_scale=float(settings.dn_scale), tile_shape=p.tile_shape, streams_per_tile=coder.streams_per_tile,
+        )
+        out.append(bitstream.pack(bitstream.Chunk(header, p.mask, tiles)))
+    return out
+
+
+def _compress_tiles(coder: TileCoder, tiles: np.ndarray, quality: float, batch_size: int) -> list[CodedTile]:
+    coded: list[CodedTile] = []
+    device = next(coder.network.parameters()).device
+    with deterministic_torch(), torch.inference_mode():
+        for start in range(0, len(tiles), batch_size):
+            coded.extend(coder.compress(torch.from_numpy(tiles[start:start + batch_size]).to(device), quality))
+    return coded
+
+
+@dataclass(frozen=True)
+class _PreparedChunk:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    nodata: float
+    mask: np.ndarray | None
+    tile_shape: tuple[int, int]
+    tiles: np.ndarray
+
+
+def _prepare(array: np.ndarray, settings: EncodeSettings, coder: TileCoder) -> _PreparedChunk:
+    """Steps 1-4 of the module docstring for one chunk."""
+    check_array(array.shape, array.dtype, coder)
+    nodata = float(settings.nodata) if settings.nodata is not None else default_nodata(array.dtype)
+    frames = array.reshape((-1,) + array.shape[-3:])
+    mask = _nodata_mask(frames, nodata)
+    dn = frames.astype(np.float32) * (settings.dn_scale if array.dtype.kind == "f" else 1.0)
+    if array.dtype.kind == "f" and not np.isfinite(dn[~mask]).all():
+        raise ConfigurationError("float chunk holds inf or NaN values that are not its no-data value")
+    mean = np.asarray(coder.identity.mean, dtype=np.float32)
+    std = np.asarray(coder.identity.std, dtype=np.float32)
+    has_nodata = bool(mask.any())
+    if has_nodata:
+        dn = _fill(dn, mask, mean)
+    standardised = (dn - mean[:, None, None]) / std[:, None, None]
+    tile_shape = plan_tiles(array.shape[-2], array.shape[-1], coder.tile_size, coder.size_multiple)
+    return _PreparedChunk(tuple(array.shape), array.dtype, nodata, mask.reshape(array.shape) if has_nodata else None,
+                          tile_shape, _to_tiles(standardised, tile_shape))
+
+
+def decode(data: bytes | memoryview | np.ndarray, *, device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
+    """Decode TerraCodec bytes to an array of the original shape and dtype."""
+    return decode_many([data], device=device, batch_size=batch_size)[0]
+
+
+def decode_many(buffers: list[bytes | memoryview | np.ndarray], *, device: str | None = None,
+                batch_size: int = DEFAULT_BATCH_SIZE) -> list[np.ndarray]:
+    """Decode several chunks; tiles of chunks coded with the same model and tile shape share batches."""
+    chunks = [bitstream.unpack(data) for data in buffers]
+    groups: dict[tuple, list[int]] = {}
+    for index, chunk in enumerate(chunks):
+        h = chunk.header
+        groups.setdefault((h.model_name, h.quality, h.tile_shape), []).append(index)
+    results: list[np.ndarray | None] = [None] * len(chunks)
+    for (name, quality, tile_shape), members in groups.items():
+        coder = load_model(name, quality, device)
+        for index in members:
+            _check_identity(chunks[index].header, coder)
+        tiles = [t for index in members for t in chunks[index].tiles]
+        decoded = _decompress_tiles(coder, tiles, tile_shape, quality, batch_size)
+        offset = 0
+        for index in members:
+            n = len(chunks[index].tiles)
+            results[index] = _finish(chunks[index], decoded[offset:offset + n], coder)
+            offset += n
+    return results
+
+
+def _check_identity(header: bitstream.ChunkHeader, coder: TileCoder) -> None:
+    if coder.identity.digest != header.model_digest:
+        raise ModelMismatchError(
+            f"chunk was coded by {header.model_name} with weights {header.model_digest.hex()} but the available "
+            f"{coder.identity.name} has weights {coder.identity.digest.hex()}; install the model version that wrote it"
+        )
+    if header.shape[-3] != len(coder.identity.bands):
+        raise ModelMismatchError(f"chunk has {header.shape[-3]} bands but {header.model_name} codes {len(coder.identity.bands)}")
+
+
+def _decompress_tiles(coder: TileCoder, tiles: list, tile_shape: tuple[int, int], quality: float, batch_size: int) -> np.ndarray:
+    """Run the network over coded tiles in batches, verifying every tile's symbol checksum."""
+    decoded = []
+    with deterministic_torch(), torch.inference_mode():
+        for start in range(0, len(tiles), batch_size):
+            batch = tiles[start:start + batch_size]
+            x_hat, checksums = coder.decompress([t.streams for t in batch], tile_shape, quality)
+            for index, (tile, checksum) in enumerate(zip(batch, checksums)):
+                if tile.checksum != checksum:
+                    raise EntropyModelMismatchError(
+                        f"tile {start + index} decodes to other symbols than were encoded "
+                        f"(checksum {checksum:08x} != {tile.checksum:08x}): the entropy model here disagrees with the "
+                        "encoder's (device, library version or weights) or the chunk is corrupt"
+                    )
+            decoded.append(x_hat.float().cpu().numpy())
+    return np.concatenate(decoded)
+
+
+def _finish(chunk: bitstream.Chunk, tiles: np.ndarray, coder: TileCoder) -> np.ndarray:
+    """Reassemble, de-standardise and convert one chunk's decoded tiles; restore no-data exactly."""
+    h = chunk.header
+    standardised = _from_tiles(tiles, math.prod(h.shape[:-3]), h.shape[-2], h.shape[-1])
+    mean = np.asarray(coder.identity.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(coder.identity.std, dtype=np.float32)[:, None, None]
+    result = _to_dtype(standardised * std + mean, h).reshape(h.shape)
+    if chunk.mask is not None:
+        result[chunk.mask] = h.nodata
+    return result
+
+
+def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader) -> np.ndarray:
+    """Round and clip DN to the dtype (floats: divide by dn_scale); valid values never equal no-data."""
+    dtype, nodata = header.dtype, header.nodata
+    if dtype.kind == "f":
+        values = (dn / header.dn_scale).astype(dtype)
+        if not math.isnan(nodata):
+            values[values == dtype.type(nodata)] = np.nextafter(dtype.type(nodata), dtype.type(np.inf))
+        return values
+    info = np.iinfo(dtype)
+    values = np.clip(np.rint(dn), info.min, info.max).astype(dtype)
+    if info.min <= nodata <= info.max:
+        values[values == nodata] = nodata + 1 if nodata < info.max else nodata - 1
+    return values

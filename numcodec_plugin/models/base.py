@@ -1,0 +1,51 @@
+"""The interface between the tensor engine and a network: :class:`TileCoder`.
+
+A tile coder turns a batch of band-standardised tiles into entropy-coded streams and back.
+Both directions report a CRC-32 of the quantised symbols per tile, computed by the one
+function :func:`symbol_checksum`, so the engine can tell a decoder whose entropy model
+disagrees with the encoder's before it returns anything.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from numcodec_plugin.models.identity import ModelIdentity
+
+
+@dataclass(frozen=True)
+class CodedTile:
+    """One tile's entropy-coded streams (in the model's order) and its symbol checksum."""
+
+    streams: tuple[bytes, ...]
+    checksum: int
+
+
+class TileCoder(Protocol):
+    """What the engine needs from a loaded model."""
+
+    identity: ModelIdentity
+    #: tile height and width must be multiples of this
+    size_multiple: int
+    #: preferred tile edge (the size the model was trained on or assumes)
+    tile_size: int
+    #: streams per tile (fixed for a model)
+    streams_per_tile: int
+
+    def compress(self, x: torch.Tensor, quality: float) -> list[CodedTile]:
+        """Code a (B, C, H, W) batch of standardised tiles at ``quality``."""
+
+    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
+        """Decode tiles of ``tile_shape``; returns the (B, C, H, W) batch and each tile's symbol checksum."""
+
+
+def symbol_checksum(*symbols: torch.Tensor) -> int:
+    """CRC-32 of integer symbol tensors of one tile, as little-endian int32, in argument order."""
+    crc = 0
+    for tensor in symbols:
+        crc = zlib.crc32(torch.round(tensor).to(torch.int32).cpu().contiguous().numpy().astype("<i4").tobytes(), crc)
+    return crc

@@ -1,0 +1,159 @@
+"""The bundled architecture: a small mean-scale hyperprior with gain units.
+
+One set of weights serves a continuous range of rates (Cui et al., "Asymmetric gained deep
+image compression with continuous rate adaptation", CVPR 2021): the latent ``y`` is
+multiplied by a learned per-channel gain vector before quantisation and by an inverse gain
+after it. Each integer quality level has its own pair of vectors, trained with its own
+lambda; qualities between levels interpolate the vectors geometrically.
+
+Inputs are band-standardised tensors (the engine applies the model's statistics). A fixed
+orthonormal spectral rotation (a KLT estimated on the training data) decorrelates the bands
+before the learned transform and is undone after it. Downsampling is 8x in ``y`` and 32x in
+``z``, so tile sizes must be multiples of 32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from numcodec_plugin._torchvision_shim import ensure_compressai_importable
+
+ensure_compressai_importable()
+
+from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
+from compressai.layers import GDN  # noqa: E402
+from compressai.models.utils import conv, deconv  # noqa: E402
+
+from numcodec_plugin.models.base import CodedTile, symbol_checksum  # noqa: E402
+from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
+
+
+class GainHyperprior(nn.Module):
+    """Mean-scale hyperprior codec with per-quality gain units on the latent."""
+
+    size_multiple = 32
+
+    def __init__(self, bands: int = 12, N: int = 64, M: int = 160, levels: int = 8) -> None:
+        super().__init__()
+        self.config = {"bands": bands, "N": N, "M": M, "levels": levels}
+        self.register_buffer("spectral_rotation", torch.eye(bands))
+        self.g_a = nn.Sequential(conv(bands, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_s = nn.Sequential(
+            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True), deconv(N, bands)
+        )
+        self.h_a = nn.Sequential(
+            conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
+            conv(N, N), nn.LeakyReLU(inplace=True), conv(N, N),
+        )
+        self.h_s = nn.Sequential(
+            deconv(N, M), nn.LeakyReLU(inplace=True),
+            deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
+            conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
+        )
+        self.entropy_bottleneck = EntropyBottleneck(N)
+        self.gaussian_conditional = GaussianConditional(None)
+        # Log-gains start log-spaced so that the levels differ in rate from the first step.
+        start = torch.linspace(-2.5, 2.5, levels).unsqueeze(1).repeat(1, M)
+        self.log_gain = nn.Parameter(start.clone())
+        self.log_inverse_gain = nn.Parameter(-start.clone())
+
+    @property
+    def levels(self) -> int:
+        return self.log_gain.shape[0]
+
+    def gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Gain and inverse gain, shape (B, M, 1, 1), for per-sample qualities in [0, levels-1]."""
+        quality = quality.clamp(0, self.levels - 1)
+        low = quality.floor().long().clamp(max=self.levels - 2)
+        frac = (quality - low).unsqueeze(1)
+        def mix(table: torch.Tensor) -> torch.Tensor:
+            return torch.exp(table[low] * (1 - frac) + table[low + 1] * frac)[:, :, None, None]
+        return mix(self.log_gain), mix(self.log_inverse_gain)
+
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("oc,bchw->bohw", self.spectral_rotation, x)
+
+    def unrotate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("co,bchw->bohw", self.spectral_rotation, x)
+
+    def analysis(self, x: torch.Tensor, gain: torch.Tensor) -> torch.Tensor:
+        return self.g_a(self.rotate(x)) * gain
+
+    def synthesis(self, y_hat: torch.Tensor, inverse_gain: torch.Tensor) -> torch.Tensor:
+        return self.unrotate(self.g_s(y_hat * inverse_gain))
+
+    def hyper_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and means of the latent's Gaussian model from the decoded hyper-latent."""
+        scales, means = self.h_s(z_hat).chunk(2, 1)
+        return scales, means
+
+    def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training pass with noise quantisation; returns the reconstruction and likelihoods."""
+        gain, inverse_gain = self.gains(quality)
+        y = self.analysis(x, gain)
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales, means = self.hyper_parameters(z_hat)
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
+        return {"x_hat": self.synthesis(y_hat, inverse_gain), "likelihoods": (y_likelihoods, z_likelihoods)}
+
+    def aux_loss(self) -> torch.Tensor:
+        return self.entropy_bottleneck.loss()
+
+    def update(self, force: bool = True) -> None:
+        """Build the CDF tables used by the range coder (call after training or loading)."""
+        from compressai.models.google import get_scale_table
+
+        self.gaussian_conditional.update_scale_table(get_scale_table(), force=force)
+        self.entropy_bottleneck.update(force=force)
+
+
+class GainHyperpriorCoder:
+    """:class:`TileCoder` for a :class:`GainHyperprior`; quality q in [1, levels] picks the gains."""
+
+    tile_size = 256
+    size_multiple = GainHyperprior.size_multiple
+    streams_per_tile = 2
+
+    def __init__(self, network: GainHyperprior, identity: ModelIdentity) -> None:
+        self.network = network
+        self.identity = identity
+
+    @property
+    def quality_range(self) -> tuple[float, float]:
+        return (1.0, float(self.network.levels))
+
+    def _gains(self, batch: int, quality: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.gains(torch.full((batch,), quality - 1.0, device=device))
+
+    def compress(self, x: torch.Tensor, quality: float) -> list[CodedTile]:
+        net = self.network
+        gain, _ = self._gains(x.shape[0], quality, x.device)
+        y = net.analysis(x, gain)
+        z = net.h_a(y)
+        z_strings = net.entropy_bottleneck.compress(z)
+        z_hat = net.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        scales, means = net.hyper_parameters(z_hat)
+        indexes = net.gaussian_conditional.build_indexes(scales)
+        y_strings = net.gaussian_conditional.compress(y, indexes, means=means)
+        y_symbols = net.gaussian_conditional.quantize(y, "symbols", means)
+        z_symbols = z_hat - net.entropy_bottleneck._get_medians()
+        return [
+            CodedTile((y_strings[i], z_strings[i]), symbol_checksum(y_symbols[i], z_symbols[i]))
+            for i in range(x.shape[0])
+        ]
+
+    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
+        net = self.network
+        device = next(net.parameters()).device
+        z_shape = (tile_shape[0] // 32, tile_shape[1] // 32)
+        z_hat = net.entropy_bottleneck.decompress([s[1] for s in streams], z_shape).to(device)
+        scales, means = net.hyper_parameters(z_hat)
+        indexes = net.gaussian_conditional.build_indexes(scales)
+        y_hat = net.gaussian_conditional.decompress([s[0] for s in streams], indexes, means=means)
+        _, inverse_gain = self._gains(len(streams), quality, device)
+        x_hat = net.synthesis(y_hat, inverse_gain)
+        z_symbols = z_hat - net.entropy_bottleneck._get_medians()
+        checksums = [symbol_checksum(y_hat[i] - means[i], z_symbols[i]) for i in range(len(streams))]
+        return x_hat, checksums

@@ -1,0 +1,148 @@
+"""Load codec models by name, once per process and device.
+
+Names:
+
+* ``"tec-s2-gain-v1"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
+  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8.
+* ``"tec-fp"``, ``"tec-elic"``: official TerraCodec image models, quality 1..5 = the published
+  lambdas (see :mod:`numcodec_plugin.models.official` for where weights are found).
+* ``"tec-tt-l2a"``, ``"tec-tt-l1c"``, ``"flextec"``: official temporal models; they resolve
+  (:func:`describe_model`) but the image engine refuses them.
+* ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"``: tiny randomly initialised models built from a
+  fixed seed, **for tests only** (they compress poorly).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from pathlib import Path
+
+import torch
+
+from numcodec_plugin.errors import ConfigurationError, ModelNotFoundError
+from numcodec_plugin.models.bands import BAND_SETS
+from numcodec_plugin.models.base import TileCoder
+from numcodec_plugin.models.gain_hyperprior import GainHyperprior, GainHyperpriorCoder
+from numcodec_plugin.models.identity import ModelIdentity
+from numcodec_plugin.models.official import OFFICIAL_MODELS, OfficialImageCoder, build_network, statistics_for
+from numcodec_plugin.scoped_determinism import deterministic_torch
+
+DEFAULT_MODEL = "tec-s2-gain-v1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C"}
+_TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
+_TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
+
+_cache: dict[tuple, TileCoder] = {}
+_lock = threading.Lock()
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``, else ``$TERRACODEC_DEVICE``, else CUDA when present, else CPU."""
+    choice = device or os.environ.get("TERRACODEC_DEVICE")
+    if choice:
+        return torch.device(choice)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def available_models() -> list[str]:
+    bundled = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+    return bundled + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
+
+
+def _bundled_path(name: str) -> Path:
+    return WEIGHTS_DIR / f"{name}.pt"
+
+
+def model_band_count(model: str | None = None) -> int:
+    """Number of bands ``model`` codes, without loading its weights."""
+    name = model or DEFAULT_MODEL
+    if name in OFFICIAL_MODELS:
+        return len(BAND_SETS[OFFICIAL_MODELS[name].band_set])
+    if name in TEST_MODELS:
+        return len(BAND_SETS[TEST_MODELS[name]])
+    return int(_shipped_header(name)["config"]["bands"])
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_header(name: str) -> dict:
+    """Config, statistics and lambdas of a bundled weights file (read once)."""
+    path = _bundled_path(name)
+    if not path.is_file():
+        raise _unknown(name)
+    shipped = torch.load(path, map_location="cpu", weights_only=True)
+    return {k: v for k, v in shipped.items() if k != "state_dict"}
+
+
+def quality_range(model: str | None = None) -> tuple[float, float]:
+    """Valid ``quality`` values (inclusive) of ``model`` (default: the bundled model); higher = more bits."""
+    name = model or DEFAULT_MODEL
+    if name in OFFICIAL_MODELS:
+        return (1.0, float(len(OFFICIAL_MODELS[name].lambdas)))
+    if name in TEST_MODELS:
+        return (1.0, 4.0)
+    return (1.0, float(len(_shipped_header(name)["lambdas"])))
+
+
+def default_quality(model: str | None = None) -> float:
+    """A middle quality: the codec's default when none is given."""
+    lo, hi = quality_range(model)
+    return float(round((lo + hi) / 2 + 0.49))
+
+
+def _unknown(name: str) -> ModelNotFoundError:
+    return ModelNotFoundError(f"unknown model {name!r}; available: {', '.join(available_models())}")
+
+
+def load_model(name: str | None = None, quality: float | None = None, device: str | torch.device | None = None) -> TileCoder:
+    """The :class:`TileCoder` for ``name`` on ``device``, loaded once per process (thread-safe)."""
+    name = name or DEFAULT_MODEL
+    target = resolve_device(device)
+    official = OFFICIAL_MODELS.get(name)
+    weights_key = official.lambda_key(quality if quality is not None else default_quality(name)) if official else None
+    key = (name, weights_key, str(target))
+    with _lock:
+        coder = _cache.get(key)
+        if coder is None:
+            coder = _build(name, weights_key, quality)
+            coder.network.to(target)
+            _cache[key] = coder
+    return coder
+
+
+def _build(name: str, weights_key: str | None, quality: float | None) -> TileCoder:
+    with deterministic_torch(), torch.inference_mode(False):
+        if name in OFFICIAL_MODELS:
+            model = OFFICIAL_MODELS[name]
+            network, folder = build_network(model, weights_key)
+            mean, std = statistics_for(model, folder)
+            identity = ModelIdentity.of(f"{name}/{weights_key}", model.band_set, mean, std, network)
+            return OfficialImageCoder(network, identity, float(quality or default_quality(name)))
+        if name in TEST_MODELS:
+            band_set = TEST_MODELS[name]
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(1234)
+                network = GainHyperprior(bands=len(BAND_SETS[band_set]), N=16, M=32, levels=4)
+            mean, std = _TEST_MEAN[band_set], _TEST_STD[band_set]
+        else:
+            path = _bundled_path(name)
+            if not path.is_file():
+                raise _unknown(name)
+            shipped = torch.load(path, map_location="cpu", weights_only=True)
+            network = GainHyperprior(**shipped["config"])
+            network.load_state_dict(shipped["state_dict"])
+            mean, std = shipped["statistics"]["mean"], shipped["statistics"]["std"]
+            band_set = "S2L2A"
+        network.eval()
+        identity = ModelIdentity.of(name, band_set, mean, std, network)
+        network.update(force=True)
+        return GainHyperpriorCoder(network, identity)
+
+
+def check_quality(name: str | None, quality: float) -> None:
+    """Raise :class:`ConfigurationError` unless ``quality`` is valid for ``name``."""
+    lo, hi = quality_range(name)
+    if not (lo <= quality <= hi):
+        raise ConfigurationError(f"quality {quality} is outside {name or DEFAULT_MODEL}'s range [{lo:g}, {hi:g}]")

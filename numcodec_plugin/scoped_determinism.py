@@ -1,0 +1,67 @@
+"""Deterministic torch settings for the duration of our calls only.
+
+Entropy coding needs encoder and decoder to compute identical probability tables, so our
+model calls run with deterministic algorithms and without TF32. These are process-global
+switches in torch; :func:`deterministic_torch` sets them on entry and restores the caller's
+values on exit, so a user's own training in the same process is not slowed or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterator
+
+import torch
+
+_lock = threading.RLock()
+_depth = 0
+_saved: dict = {}
+
+
+def _snapshot() -> dict:
+    return {
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+    }
+
+
+def _apply(state: dict) -> None:
+    torch.use_deterministic_algorithms(state["deterministic"], warn_only=state["warn_only"])
+    torch.backends.cudnn.deterministic = state["cudnn_deterministic"]
+    torch.backends.cudnn.benchmark = state["cudnn_benchmark"]
+    torch.backends.cudnn.allow_tf32 = state["cudnn_tf32"]
+    torch.backends.cuda.matmul.allow_tf32 = state["matmul_tf32"]
+    if state["cublas_workspace"] is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = state["cublas_workspace"]
+
+
+@contextlib.contextmanager
+def deterministic_torch() -> Iterator[None]:
+    """Run the block with deterministic torch settings; restore the previous ones afterwards.
+
+    Re-entrant and thread-safe: nested or concurrent uses share one saved state, restored when the
+    last one leaves.
+    """
+    global _depth, _saved
+    with _lock:
+        if _depth == 0:
+            _saved = _snapshot()
+            _apply({"deterministic": True, "warn_only": True, "cudnn_deterministic": True, "cudnn_benchmark": False,
+                    "cudnn_tf32": False, "matmul_tf32": False, "cublas_workspace": _saved["cublas_workspace"] or ":16:8"})
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _apply(_saved)

@@ -1,0 +1,23 @@
+"""Validation of codec parameters, shared by the numcodecs and Zarr v3 adapters."""
+
+from __future__ import annotations
+
+import math
+
+from numcodec_plugin.engine import EncodeSettings
+from numcodec_plugin.errors import ConfigurationError
+from numcodec_plugin.models.registry import DEFAULT_MODEL, check_quality, default_quality
+
+
+def normalise_settings(model: str | None, quality: float | None, nodata: float | str | None, dn_scale: float) -> EncodeSettings:
+    """Resolve defaults (so stored configurations are explicit) and refuse invalid values early."""
+    model = model or DEFAULT_MODEL
+    quality = float(default_quality(model) if quality is None else quality)
+    check_quality(model, quality)
+    if isinstance(nodata, str):
+        if nodata.lower() != "nan":
+            raise ConfigurationError(f"nodata must be a number or 'NaN', got {nodata!r}")
+        nodata = math.nan
+    if not (isinstance(dn_scale, (int, float)) and math.isfinite(dn_scale) and dn_scale > 0):
+        raise ConfigurationError(f"dn_scale must be a positive number, got {dn_scale!r}")
+    return EncodeSettings(model=model, quality=quality, nodata=None if nodata is None else float(nodata), dn_scale=float(dn_scale))

@@ -1,0 +1,3 @@
+from numcodec_plugin.training.train import main
+
+main()
