@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from numcodec_plugin import bitstream
+from numcodec_plugin import bitstream, runtime
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import CodedTile, TileCoder
 from numcodec_plugin.models.registry import check_quality, default_quality, load_model
@@ -139,12 +139,15 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
 
 
 def _compress_tiles(coder: TileCoder, tiles: np.ndarray, quality: float, batch_size: int) -> list[CodedTile]:
-    coded: list[CodedTile] = []
+    """Code tiles in batches; batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`."""
     device = next(coder.network.parameters()).device
+
+    def run(start: int, stop: int) -> list[CodedTile]:
+        return coder.compress(torch.from_numpy(tiles[start:stop]).to(device), quality)
+
     with deterministic_torch(), torch.inference_mode():
-        for start in range(0, len(tiles), batch_size):
-            coded.extend(coder.compress(torch.from_numpy(tiles[start:start + batch_size]).to(device), quality))
-    return coded
+        batches = runtime.run_batches(device, len(tiles), batch_size, tiles.shape[-2] * tiles.shape[-1], run)
+    return [tile for batch in batches for tile in batch]
 
 
 @dataclass(frozen=True)
@@ -216,20 +219,26 @@ def _check_identity(header: bitstream.ChunkHeader, coder: TileCoder) -> None:
 
 
 def _decompress_tiles(coder: TileCoder, tiles: list, tile_shape: tuple[int, int], quality: float, batch_size: int) -> np.ndarray:
-    """Run the network over coded tiles in batches, verifying every tile's symbol checksum."""
-    decoded = []
+    """Run the network over coded tiles in batches, verifying every tile's symbol checksum.
+
+    Batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`.
+    """
+    device = next(coder.network.parameters()).device
+
+    def run(start: int, stop: int) -> np.ndarray:
+        batch = tiles[start:stop]
+        x_hat, checksums = coder.decompress([t.streams for t in batch], tile_shape, quality)
+        for index, (tile, checksum) in enumerate(zip(batch, checksums)):
+            if tile.checksum != checksum:
+                raise EntropyModelMismatchError(
+                    f"tile {start + index} decodes to other symbols than were encoded "
+                    f"(checksum {checksum:08x} != {tile.checksum:08x}): the entropy model here disagrees with the "
+                    "encoder's (device, library version or weights) or the chunk is corrupt"
+                )
+        return x_hat.float().cpu().numpy()
+
     with deterministic_torch(), torch.inference_mode():
-        for start in range(0, len(tiles), batch_size):
-            batch = tiles[start:start + batch_size]
-            x_hat, checksums = coder.decompress([t.streams for t in batch], tile_shape, quality)
-            for index, (tile, checksum) in enumerate(zip(batch, checksums)):
-                if tile.checksum != checksum:
-                    raise EntropyModelMismatchError(
-                        f"tile {start + index} decodes to other symbols than were encoded "
-                        f"(checksum {checksum:08x} != {tile.checksum:08x}): the entropy model here disagrees with the "
-                        "encoder's (device, library version or weights) or the chunk is corrupt"
-                    )
-            decoded.append(x_hat.float().cpu().numpy())
+        decoded = runtime.run_batches(device, len(tiles), batch_size, tile_shape[0] * tile_shape[1], run)
     return np.concatenate(decoded)
 
 

@@ -55,13 +55,13 @@ class TerraCodec(ArrayBytesCodec):
         return {"name": "terracodec", "configuration": {"model": self.model, "quality": self.quality, "dn_scale": self.dn_scale}}
 
     def validate(self, *, shape: tuple[int, ...], dtype: "ZDType", chunk_grid: "ChunkGrid") -> None:
-        chunk_shape = getattr(chunk_grid, "chunk_shape", shape)
-        engine.check_array(tuple(chunk_shape), dtype.to_native_dtype(), model_band_count(self.model))
-        if shape[-3] != chunk_shape[-3]:
+        chunk_shape = tuple(getattr(chunk_grid, "chunk_shape", shape))
+        if len(shape) >= 3 and shape[-3] != chunk_shape[-3]:
             raise ConfigurationError(
-                f"chunks split the band axis ({chunk_shape[-3]} of {shape[-3]} bands per chunk); "
-                f"every chunk must hold all {shape[-3]} bands"
+                f"chunks split the band axis ({chunk_shape[-3]} of {shape[-3]} bands per chunk); every chunk must "
+                f"hold all bands, e.g. chunks={(1,) * (len(shape) - 3) + (shape[-3], 256, 256)}"
             )
+        engine.check_array(chunk_shape, dtype.to_native_dtype(), model_band_count(self.model))
 
     def _settings(self, spec: "ArraySpec") -> engine.EncodeSettings:
         fill = spec.fill_value

@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from numcodec_plugin.models.identity import ModelIdentity
@@ -43,9 +44,10 @@ class TileCoder(Protocol):
         """Decode tiles of ``tile_shape``; returns the (B, C, H, W) batch and each tile's symbol checksum."""
 
 
-def symbol_checksum(*symbols: torch.Tensor) -> int:
-    """CRC-32 of integer symbol tensors of one tile, as little-endian int32, in argument order."""
+def symbol_checksum(*symbols: np.ndarray | torch.Tensor) -> int:
+    """CRC-32 of one tile's integer symbols (rounded, as little-endian int32), in argument order."""
     crc = 0
-    for tensor in symbols:
-        crc = zlib.crc32(torch.round(tensor).to(torch.int32).cpu().contiguous().numpy().astype("<i4").tobytes(), crc)
+    for values in symbols:
+        array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+        crc = zlib.crc32(np.rint(array).astype("<i4").tobytes(), crc)
     return crc

@@ -14,6 +14,7 @@ before the learned transform and is undone after it. Downsampling is 8x in ``y``
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -26,6 +27,12 @@ from compressai.layers import GDN  # noqa: E402
 from compressai.models.utils import conv, deconv  # noqa: E402
 
 from numcodec_plugin.models.base import CodedTile, symbol_checksum  # noqa: E402
+from numcodec_plugin.models.entropy_coding import (  # noqa: E402
+    CategoricalTables,
+    clip_symbols,
+    decode_gaussian,
+    encode_gaussian,
+)
 from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
 
 
@@ -102,15 +109,16 @@ class GainHyperprior(nn.Module):
         return self.entropy_bottleneck.loss()
 
     def update(self, force: bool = True) -> None:
-        """Build the CDF tables used by the range coder (call after training or loading)."""
-        from compressai.models.google import get_scale_table
-
-        self.gaussian_conditional.update_scale_table(get_scale_table(), force=force)
+        """Build the hyper-latent's integer CDF tables (on CPU, after training or loading)."""
         self.entropy_bottleneck.update(force=force)
 
 
 class GainHyperpriorCoder:
-    """:class:`TileCoder` for a :class:`GainHyperprior`; quality q in [1, levels] picks the gains."""
+    """:class:`TileCoder` for a :class:`GainHyperprior`; quality q in [1, levels] picks the gains.
+
+    Entropy coding goes through :mod:`numcodec_plugin.models.entropy_coding`; the network runs
+    on its device, the coder on CPU.
+    """
 
     tile_size = 256
     size_multiple = GainHyperprior.size_multiple
@@ -119,41 +127,39 @@ class GainHyperpriorCoder:
     def __init__(self, network: GainHyperprior, identity: ModelIdentity) -> None:
         self.network = network
         self.identity = identity
-
-    @property
-    def quality_range(self) -> tuple[float, float]:
-        return (1.0, float(self.network.levels))
+        self.z_tables = CategoricalTables.from_entropy_bottleneck(network.entropy_bottleneck)
 
     def _gains(self, batch: int, quality: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return self.network.gains(torch.full((batch,), quality - 1.0, device=device))
+
+    def _medians(self) -> torch.Tensor:
+        return self.network.entropy_bottleneck._get_medians()
 
     def compress(self, x: torch.Tensor, quality: float) -> list[CodedTile]:
         net = self.network
         gain, _ = self._gains(x.shape[0], quality, x.device)
         y = net.analysis(x, gain)
         z = net.h_a(y)
-        z_strings = net.entropy_bottleneck.compress(z)
-        z_hat = net.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
+        z_symbols = self.z_tables.clip((z - self._medians()).cpu().numpy())
+        z_hat = torch.from_numpy(z_symbols).to(z) + self._medians()
         scales, means = net.hyper_parameters(z_hat)
-        indexes = net.gaussian_conditional.build_indexes(scales)
-        y_strings = net.gaussian_conditional.compress(y, indexes, means=means)
-        y_symbols = net.gaussian_conditional.quantize(y, "symbols", means)
-        z_symbols = z_hat - net.entropy_bottleneck._get_medians()
+        y_symbols = clip_symbols((y - means).cpu().numpy())
+        scales = scales.float().cpu().numpy()
         return [
-            CodedTile((y_strings[i], z_strings[i]), symbol_checksum(y_symbols[i], z_symbols[i]))
+            CodedTile((encode_gaussian(y_symbols[i], scales[i]), self.z_tables.encode(z_symbols[i])),
+                      symbol_checksum(y_symbols[i], z_symbols[i]))
             for i in range(x.shape[0])
         ]
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
         net = self.network
         device = next(net.parameters()).device
-        z_shape = (tile_shape[0] // 32, tile_shape[1] // 32)
-        z_hat = net.entropy_bottleneck.decompress([s[1] for s in streams], z_shape).to(device)
+        z_shape = (net.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
+        z_symbols = np.stack([self.z_tables.decode(s[1], z_shape) for s in streams])
+        z_hat = torch.from_numpy(z_symbols).float().to(device) + self._medians().to(device)
         scales, means = net.hyper_parameters(z_hat)
-        indexes = net.gaussian_conditional.build_indexes(scales)
-        y_hat = net.gaussian_conditional.decompress([s[0] for s in streams], indexes, means=means)
+        scales_np = scales.float().cpu().numpy()
+        y_symbols = np.stack([decode_gaussian(s[0], scales_np[i]) for i, s in enumerate(streams)])
         _, inverse_gain = self._gains(len(streams), quality, device)
-        x_hat = net.synthesis(y_hat, inverse_gain)
-        z_symbols = z_hat - net.entropy_bottleneck._get_medians()
-        checksums = [symbol_checksum(y_hat[i] - means[i], z_symbols[i]) for i in range(len(streams))]
-        return x_hat, checksums
+        x_hat = net.synthesis(torch.from_numpy(y_symbols).float().to(device) + means, inverse_gain)
+        return x_hat, [symbol_checksum(y_symbols[i], z_symbols[i]) for i in range(len(streams))]

