@@ -10,7 +10,12 @@ import torch
 
 from numcodec_plugin.models.bands import BAND_SETS
 
-_CODER_TABLES = frozenset({"_quantized_cdf", "_offset", "_cdf_length", "scale_table"})
+#: buffers holding range-coder tables; derived from the weights by ``update()``, so not part of them
+CODER_TABLE_KEYS = frozenset({"_quantized_cdf", "_offset", "_cdf_length", "scale_table"})
+
+
+def is_coder_table(key: str) -> bool:
+    return key.rsplit(".", 1)[-1] in CODER_TABLE_KEYS
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class ModelIdentity:
         sha.update(np.asarray(mean, dtype="<f8").tobytes())
         sha.update(np.asarray(std, dtype="<f8").tobytes())
         for key, tensor in sorted(module.state_dict().items()):
-            if key.rsplit(".", 1)[-1] in _CODER_TABLES:
+            if is_coder_table(key):
                 continue
             sha.update(key.encode())
             sha.update(tensor.detach().cpu().contiguous().numpy().tobytes())

@@ -27,7 +27,7 @@ import yaml
 from numcodec_plugin._torchvision_shim import ensure_compressai_importable
 from numcodec_plugin.errors import ConfigurationError, ModelNotFoundError
 from numcodec_plugin.models.base import CodedTile, symbol_checksum
-from numcodec_plugin.models.identity import ModelIdentity
+from numcodec_plugin.models.identity import ModelIdentity, is_coder_table
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 SSL4EO_L2A_MEAN = [752.40087073, 884.29673756, 1144.16202635, 1297.47289228, 1624.90992062, 2194.6423161,
@@ -148,12 +148,15 @@ def build_network(model: OfficialModel, key: str, image_size: int = 256) -> tupl
     with deterministic_torch():
         network = build_terracodec(model.architecture, in_channels=in_channels, N=config["N"], M=config["M"],
                                    image_size=image_size)
-    state_dict = {k.removeprefix("model."): v for k, v in torch.load(weights, map_location="cpu", weights_only=True).items()}
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    state_dict = {k.removeprefix("model."): v for k, v in checkpoint.items() if not is_coder_table(k)}
     try:
-        network.load_state_dict(state_dict, strict=False)
+        # nn.Module's loader, not CompressAI's override (which wants the coder tables we dropped);
+        # update() below rebuilds them from the weights.
+        torch.nn.Module.load_state_dict(network, state_dict, strict=False)
     except RuntimeError as exc:
         raise ModelNotFoundError(f"{weights} does not fit {model.name} (N={config['N']}, M={config['M']}): {exc}") from exc
-    missing = [k for k in network.state_dict() if k not in state_dict and not k.endswith(("_quantized_cdf", "_offset", "_cdf_length", "scale_table"))]
+    missing = [k for k in network.state_dict() if k not in state_dict and not is_coder_table(k)]
     if missing:
         raise ModelNotFoundError(f"{weights} is not a {model.name} checkpoint: missing {missing[:5]}")
     network.update(force=True)
@@ -183,6 +186,7 @@ class OfficialImageCoder:
         self._latent_shapes: dict[tuple[int, int], object] = {}
         self.streams_per_tile = len(self._compress_raw(torch.zeros(1, len(identity.bands), 64, 64))["strings"])
 
+    @torch.inference_mode()
     def _compress_raw(self, x: torch.Tensor) -> dict:
         out = self.network.compress(x)
         self._latent_shapes.setdefault(tuple(x.shape[-2:]), out["shape"])
@@ -194,6 +198,7 @@ class OfficialImageCoder:
             self._compress_raw(torch.zeros(1, len(self.identity.bands), *tile_shape, device=device))
         return self._latent_shapes[tile_shape]
 
+    @torch.inference_mode()
     def _decode_latent(self, strings: list[list[bytes]], tile_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Reconstruction and the latent fed to the synthesis transform (captured by a hook)."""
         captured: list[torch.Tensor] = []

@@ -1,0 +1,102 @@
+"""Model registry: official TerraCodec checkpoints from a local directory, errors, shim, identity."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from numcodec_plugin import ConfigurationError, ModelNotFoundError, bitstream, engine, load_model, quality_range
+from numcodec_plugin.models import registry
+from numcodec_plugin.models.official import OFFICIAL_MODELS
+
+
+def write_official_checkpoint(home: Path, name: str, key: str, architecture: str, N: int, M: int) -> Path:
+    """A randomly initialised checkpoint laid out as on the hub, as a user would copy it offline."""
+    from numcodec_plugin._torchvision_shim import ensure_compressai_importable
+
+    ensure_compressai_importable()
+    from terracodec.imagecodecs import ELIC, FactorizedPrior
+
+    model = OFFICIAL_MODELS[name]
+    folder = home / model.hub_id
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    network = (FactorizedPrior if architecture == "factorizedprior" else ELIC)(in_channels=12, N=N, M=M, image_size=256)
+    torch.save({f"model.{k}": v for k, v in network.state_dict().items()}, folder / model.checkpoint_filename(key))
+    (folder / f"config_{key}.yaml").write_text(yaml.safe_dump(
+        {"architecture": architecture, "modality": "S2L2A", "in_channels": 12, "lmbda": 10.0, "N": N, "M": M}))
+    return folder
+
+
+@pytest.mark.parametrize("name, architecture, N, M", [("tec-fp", "factorizedprior", 16, 32), ("tec-elic", "elic", 16, 320)])
+def test_official_model_from_local_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s2_series: np.ndarray,
+                                             name: str, architecture: str, N: int, M: int) -> None:
+    write_official_checkpoint(tmp_path, name, "lambda-10", architecture, N, M)
+    monkeypatch.setenv("TERRACODEC_HOME", str(tmp_path))
+    monkeypatch.setenv("TERRACODEC_OFFLINE", "1")
+    monkeypatch.setattr(registry, "_cache", {})
+    before = torch.are_deterministic_algorithms_enabled()
+    x = s2_series[0, :, :100, :130]
+    data = engine.encode(x, engine.EncodeSettings(model=name, quality=3))
+    assert torch.are_deterministic_algorithms_enabled() == before, "terracodec's global flags leaked"
+    header = bitstream.unpack(data).header
+    assert header.model_name == name and header.tile_shape == (128, 192)  # multiples of 64
+    y = engine.decode(data)
+    assert y.shape == x.shape
+    assert load_model(name, 3).identity.name == f"{name}/lambda-10"
+
+
+def test_missing_official_weights_say_where_they_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TERRACODEC_HOME", str(tmp_path))
+    monkeypatch.setenv("TERRACODEC_OFFLINE", "1")
+    monkeypatch.setattr(registry, "_cache", {})
+    with pytest.raises(ModelNotFoundError) as info:
+        load_model("tec-fp", 5)
+    message = str(info.value)
+    assert str(tmp_path / "embed2scale/TerraCodec-1.0-FP-S2L2A") in message
+    assert "Hugging Face cache" in message and "lambda-200" in message
+
+
+def test_temporal_models_resolve_but_image_engine_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert quality_range("tec-tt-l2a") == (1.0, 7.0)
+    assert OFFICIAL_MODELS["flextec"].temporal
+    with pytest.raises(ConfigurationError, match="temporal"):
+        load_model("tec-tt-l2a", 3)
+
+
+def test_official_quality_must_name_a_checkpoint() -> None:
+    with pytest.raises(ConfigurationError, match="integer 1..5"):
+        engine.encode(np.zeros((12, 64, 64), np.uint16), engine.EncodeSettings(model="tec-fp", quality=2.5))
+
+
+def test_unknown_model_lists_the_available_ones() -> None:
+    with pytest.raises(ModelNotFoundError, match="tec-s2-gain-v1"):
+        load_model("no-such-model")
+
+
+def test_bundled_model_identity() -> None:
+    coder = load_model()
+    identity = coder.identity
+    assert identity.name == registry.DEFAULT_MODEL and identity.band_set == "S2L2A"
+    assert len(identity.mean) == len(identity.std) == 12 and len(identity.digest) == 8
+    assert load_model() is coder  # cached
+
+
+def test_torchvision_shim_only_when_the_import_fails() -> None:
+    script = (
+        "import sys\n"
+        "try:\n    import torchvision; real = True\nexcept Exception:\n    real = False\n"
+        "for m in [m for m in sys.modules if m.startswith('torchvision')]: del sys.modules[m]\n"
+        "import numcodec_plugin.models.gain_hyperprior, compressai\n"
+        "stub = getattr(sys.modules['torchvision'], '__terracodec_stub__', False)\n"
+        "print(real, stub)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    real, stub = out[-2] == "True", out[-1] == "True"
+    assert stub == (not real)

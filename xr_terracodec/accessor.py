@@ -1,0 +1,176 @@
+"""``ds.tec`` and ``da.tec``: TerraCodec helpers on xarray objects (registered on import of xr_terracodec).
+
+* ``ds.tec.encoding(...)``: the ``to_zarr`` encoding (:func:`xr_terracodec.encoding`);
+* ``ds.tec.to_zarr(store, ...)``: encode and write, Dask-parallel (:func:`xr_terracodec.write`);
+* ``ds.tec.to_model_order()`` / ``da.tec.to_model_order()``: bands in the model's order, dims (..., band, y, x);
+* ``ds.tec.stack_bands()``: one variable per band (odc-stac layout) -> one variable with a band dimension;
+* ``da.tec.roundtrip(...)``: what a store would give back, computed in memory;
+* ``da.tec.report(...)``: rate, PSNR and spectral angle of that round trip.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Hashable
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from numcodec_plugin import engine
+from numcodec_plugin.errors import ConfigurationError
+from numcodec_plugin.settings import normalise_settings
+from xr_terracodec.band_names import are_band_names, band_id, to_model_order
+from xr_terracodec.encoding import BAND_DIM, VariablePlan, band_dimension, encoding, model_layout, plan_variable
+
+#: peak value for PSNR, in DN (reflectance 1.0)
+PSNR_PEAK_DN = 10000.0
+
+
+def _in_model_order(obj: xr.DataArray | xr.Dataset, model: str | None) -> xr.DataArray | xr.Dataset:
+    """Select and order the bands the model codes and move the band dimension before the last two."""
+    band_dim = band_dimension(obj)
+    if band_dim is None or band_dim not in obj.coords or not are_band_names(obj[band_dim].values.tolist()):
+        raise ConfigurationError(f"cannot reorder bands: no coordinate of Sentinel-2 band names among {tuple(obj.dims)}")
+    ordered = obj.isel({band_dim: to_model_order(obj[band_dim].values.tolist(), model_layout(model).bands)})
+    if isinstance(ordered, xr.DataArray):
+        return _band_axis_third_last(ordered, band_dim)
+    return ordered.assign({name: _band_axis_third_last(var, band_dim)
+                           for name, var in ordered.data_vars.items() if band_dim in var.dims})
+
+
+def _band_axis_third_last(var: xr.DataArray, band_dim: Hashable) -> xr.DataArray:
+    others = [dim for dim in var.dims if dim != band_dim]
+    if len(others) < 2:
+        return var
+    return var.transpose(*others[:-2], band_dim, *others[-2:])
+
+
+@xr.register_dataset_accessor("tec")
+class DatasetAccessor:
+    """TerraCodec helpers on a Dataset (``ds.tec``)."""
+
+    def __init__(self, ds: xr.Dataset) -> None:
+        self._obj = ds
+
+    def encoding(self, quality: float | None = None, model: str | None = None, zarr_format: int = 3,
+                 shard: bool = True, **kwargs: Any) -> dict[Hashable, dict[str, Any]]:
+        """The ``to_zarr`` encoding; see :func:`xr_terracodec.encoding`."""
+        return encoding(self._obj, quality, model, zarr_format, shard, **kwargs)
+
+    def to_zarr(self, store: Any, quality: float | None = None, model: str | None = None, zarr_format: int = 3,
+                shard: bool = True, *, progress: bool = False, gpu: bool | None = None, **to_zarr_kwargs: Any) -> None:
+        """Encode and write with Dask (:func:`xr_terracodec.write`) using :meth:`encoding`'s defaults."""
+        from xr_terracodec.dask import write
+
+        write(self._obj, store, self.encoding(quality, model, zarr_format, shard), progress=progress, gpu=gpu,
+              **to_zarr_kwargs)
+
+    def to_model_order(self, model: str | None = None) -> xr.Dataset:
+        """The dataset with its bands selected and ordered for ``model`` and each banded variable's dims (..., band, y, x)."""
+        return _in_model_order(self._obj, model)
+
+    def stack_bands(self, name: str = "reflectance", model: str | None = None) -> xr.Dataset:
+        """Join one-variable-per-band data (``ds.red``, ``ds.nir08``...) into ``name`` with a ``band`` dimension, in model order.
+
+        The other variables (e.g. ``SCL``) are kept; the band coordinate keeps the variables' names.
+        """
+        ds = self._obj
+        names = [var for var in ds.data_vars if band_id(var) is not None]
+        ordered = [names[i] for i in to_model_order(names, model_layout(model).bands)]
+        stacked = xr.concat([ds[var] for var in ordered], dim=BAND_DIM, coords="minimal", compat="override")
+        stacked = _band_axis_third_last(stacked.assign_coords({BAND_DIM: ordered}), BAND_DIM)
+        return ds.drop_vars(names).assign({name: stacked})
+
+
+@xr.register_dataarray_accessor("tec")
+class DataArrayAccessor:
+    """TerraCodec helpers on a DataArray of shape (..., band, y, x) (``da.tec``)."""
+
+    def __init__(self, da: xr.DataArray) -> None:
+        self._obj = da
+
+    def to_model_order(self, model: str | None = None) -> xr.DataArray:
+        """The array with its bands selected and ordered for ``model`` and dims (..., band, y, x)."""
+        return _in_model_order(self._obj, model)
+
+    def roundtrip(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
+                  dn_scale: float = engine.DEFAULT_DN_SCALE) -> xr.DataArray:
+        """Encode and decode in memory, chunk by chunk as a store written with :func:`xr_terracodec.encoding` would.
+
+        Returns a DataArray like the input (same dims, coordinates, attributes, dtype) holding the
+        values a Zarr v3 store of it would give back.
+        """
+        return self._obj.copy(data=_code(self._obj, quality, model, chunk_size, dn_scale)[0])
+
+    def report(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
+               dn_scale: float = engine.DEFAULT_DN_SCALE, show: bool = True) -> dict[str, float]:
+        """Rate and distortion of :meth:`roundtrip`: printed (unless ``show=False``) and returned.
+
+        Keys: ``bits_per_pixel_per_band`` (coded bits / values), ``compression_ratio`` (raw bytes /
+        coded bytes), ``psnr_db`` (peak 10000 DN, over valid values) and ``sam_deg`` (mean spectral
+        angle in degrees, over pixels whose bands are all valid and non-zero).
+        """
+        da = self._obj
+        decoded, nbytes, plan = _code(da, quality, model, chunk_size, dn_scale)
+        values = np.moveaxis(np.asarray(da.values), da.get_axis_num(plan.band_dim), -1)
+        decoded = np.moveaxis(decoded, da.get_axis_num(plan.band_dim), -1)
+        scale = dn_scale if da.dtype.kind == "f" else 1.0
+        valid = ~(np.isnan(values) if math.isnan(plan.nodata) else values == plan.nodata)
+        original, restored = values.astype(np.float64) * scale, decoded.astype(np.float64) * scale
+        result = {
+            "bits_per_pixel_per_band": 8.0 * nbytes / da.size,
+            "compression_ratio": da.nbytes / nbytes,
+            "psnr_db": _psnr(original[valid], restored[valid]),
+            "sam_deg": _sam_degrees(original, restored, valid.all(axis=-1)),
+        }
+        if show:
+            print(f"{da.name or 'array'}: {result['bits_per_pixel_per_band']:.4f} bits/pixel/band "
+                  f"(ratio {result['compression_ratio']:.1f}:1), PSNR {result['psnr_db']:.2f} dB "
+                  f"(peak {PSNR_PEAK_DN:g} DN), SAM {result['sam_deg']:.3f} deg")
+        return result
+
+
+def _code(da: xr.DataArray, quality: float | None, model: str | None, chunk_size: int | None,
+          dn_scale: float) -> tuple[np.ndarray, int, VariablePlan]:
+    """(decoded values, coded bytes, plan): each chunk padded with no-data to full size as Zarr does, coded, decoded."""
+    layout = model_layout(model, quality)
+    plan = plan_variable(da, layout, chunk_size, shard_size=None)
+    settings = normalise_settings(layout.name, quality, plan.nodata, dn_scale)
+    values = np.asarray(da.values)
+    decoded = np.empty_like(values)
+    nbytes = 0
+    tile = plan.chunks[-2:]
+    for index in np.ndindex(values.shape[:-3]):
+        frame = values[index]
+        height, width = frame.shape[-2:]
+        windows = [(slice(y, min(y + tile[0], height)), slice(x, min(x + tile[1], width)))
+                   for y, x in itertools.product(range(0, height, tile[0]), range(0, width, tile[1]))]
+        chunks = [_pad(frame[:, ys, xs], tile, plan.nodata) for ys, xs in windows]
+        coded = engine.encode_many(chunks, settings)
+        nbytes += sum(len(data) for data in coded)
+        for (ys, xs), chunk in zip(windows, engine.decode_many(coded)):
+            decoded[index][:, ys, xs] = chunk[:, :ys.stop - ys.start, :xs.stop - xs.start]
+    return decoded, nbytes, plan
+
+
+def _pad(block: np.ndarray, tile: tuple[int, int], nodata: float) -> np.ndarray:
+    pad = ((0, 0), (0, tile[0] - block.shape[-2]), (0, tile[1] - block.shape[-1]))
+    return np.pad(block, pad, constant_values=np.asarray(nodata).astype(block.dtype)) if any(p[1] for p in pad) else block
+
+
+def _psnr(original: np.ndarray, restored: np.ndarray) -> float:
+    mse = float(np.mean((original - restored) ** 2)) if original.size else 0.0
+    return math.inf if mse == 0 else 10.0 * math.log10(PSNR_PEAK_DN ** 2 / mse)
+
+
+def _sam_degrees(original: np.ndarray, restored: np.ndarray, valid: np.ndarray) -> float:
+    """Mean angle between original and restored spectra (bands on the last axis) over ``valid`` pixels."""
+    a, b = original[valid], restored[valid]
+    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
+    usable = norms > 0
+    if not usable.any():
+        return 0.0
+    cosine = np.clip(np.sum(a * b, axis=-1)[usable] / norms[usable], -1.0, 1.0)
+    return float(np.degrees(np.arccos(cosine)).mean())
