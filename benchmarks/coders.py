@@ -23,8 +23,8 @@ from typing import Any, ClassVar, Protocol
 import imagecodecs
 import numcodecs
 import numpy as np
-from numcodecs.abc import Codec as NumcodecsCodec
 import torch
+from numcodecs.abc import Codec as NumcodecsCodec
 
 from numcodec_plugin import DEFAULT_MODEL, quality_range
 
@@ -62,7 +62,7 @@ def limit_threads(threads: int) -> None:
 def jpeg2k_encode(image: np.ndarray, level: float, threads: int) -> bytes:
     """One J2K codestream with the bands of (band, y, x) ``image`` as its components."""
     return imagecodecs.jpeg2k_encode(np.ascontiguousarray(image), level=level, codecformat="J2K", planar=True,
-                                     mct=False, numthreads=threads)
+                                     reversible=False, mct=False, numthreads=threads)
 
 
 def jpeg2k_decode(data: bytes, threads: int) -> np.ndarray:
@@ -111,7 +111,8 @@ class SpectralTransform:
         basis = eigenvectors[:, np.argsort(eigenvalues)[::-1]].T.astype(np.float32)
         components = basis.astype(np.float64) @ (pixels - mean[:, None])
         low = components.min(axis=1)
-        scale = float(np.float32(min(1.0, 65535.0 / max(1.0, float((components.max(axis=1) - low).max())))))
+        widest = float((components.max(axis=1) - low).max())
+        scale = float(np.float32(min(1.0, 65535.0 / max(widest, 1.0))))
         quantised = np.clip(np.rint((components - low[:, None]) * scale), 0, 65535).astype(np.uint16)
         transform = cls(basis, (basis.T.astype(np.float64) @ low + mean).astype(np.float32), scale)
         return transform, quantised.reshape(image.shape)
@@ -129,22 +130,17 @@ class SpectralTransform:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SpectralTransform:
+        """Inverse of :meth:`to_bytes`."""
         count = data[0]
         values = np.frombuffer(data, dtype="<f4", offset=1)
-        return cls(values[:count * count].reshape(count, count), values[count * count:count * count + count], float(values[-1]))
+        return cls(values[:count * count].reshape(count, count), values[count * count:-1], float(values[-1]))
 
 
 @dataclass(frozen=True)
-class KltJpeg2000:
+class KltJpeg2000(Jpeg2000):
     """JPEG 2000 of the image's spectral principal components, the transform sent along."""
 
-    level: float
-    threads: int = 2
     family: ClassVar[str] = "JPEG 2000 + KLT"
-
-    @property
-    def setting(self) -> str:
-        return f"level {self.level:g}"
 
     def encode(self, image: np.ndarray) -> Streams:
         transform, components = SpectralTransform.fit(image)

@@ -66,7 +66,7 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], tex
 def report(title: str, script: str, argv: Sequence[str] | None, threads: int, model: str | None,
            sections: Sequence[str], note: str = "") -> str:
     """A Markdown report: title, optional note, how and where it was run, then ``sections``."""
-    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    date = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     header = [f"# {title}", ""]
     if note:
         header += [f"> {note}", ""]

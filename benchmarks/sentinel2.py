@@ -68,10 +68,11 @@ def read_npz(path: Path, bands: Sequence[str] | None = None) -> list[Image]:
 
 
 def read_tiff(path: Path, bands: Sequence[str] | None = None) -> list[Image]:
-    """The image of a (Geo)TIFF, planar (band, y, x) or interleaved (y, x, band)."""
+    """The image of a (Geo)TIFF: one page of planar (band, y, x) or interleaved (y, x, band) samples,
+    or one page per band."""
     import imagecodecs
 
-    data = imagecodecs.tiff_decode(path.read_bytes())
+    data = imagecodecs.tiff_decode(path.read_bytes(), index=None)
     if data.ndim == 3 and data.shape[-1] < data.shape[0]:
         data = np.moveaxis(data, -1, 0)
     return _frames(data, bands, path.stem)

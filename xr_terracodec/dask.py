@@ -157,8 +157,7 @@ def write(ds: xr.Dataset, store: Any, encoding: Mapping[Hashable, Mapping[str, A
             return
         future = client.compute(delayed)
         if progress:
-            dashboard = client.dashboard_link if client.scheduler_info().get("services", {}).get("dashboard") else None
-            print(f"Dask dashboard: {dashboard}" if dashboard else "Dask dashboard: not running")
+            print(_dashboard_line(client))
             distributed_progress(future)
         future.result()
 
@@ -168,6 +167,14 @@ def _current_client() -> Client | None:
         return get_client()
     except ValueError:
         return None
+
+
+def _dashboard_line(client: Client) -> str:
+    if not client.scheduler_info().get("services", {}).get("dashboard"):
+        return "Dask dashboard: not running"
+    if importlib.util.find_spec("bokeh") is None:
+        return f"Dask dashboard: {client.dashboard_link} (its pages need bokeh: pip install bokeh)"
+    return f"Dask dashboard: {client.dashboard_link}"
 
 
 def _gpu_workers(client: Client | None) -> int:

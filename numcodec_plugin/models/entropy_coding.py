@@ -1,51 +1,103 @@
-"""Entropy coding of quantised latents with ``constriction`` (memory-safe ANS, written in Rust).
+"""Entropy coding of quantised symbols with ``constriction`` (memory-safe ANS, written in Rust).
 
 CompressAI's C++ range decoder does not bounds-check its input: a corrupt stream can read past
 the buffer and crash the process. constriction decodes any byte string without undefined
-behaviour (garbage in, garbage symbols out), and the engine's symbol checksum then reports the
-corruption. The probability models are the ones the network was trained with:
+behaviour (garbage in, garbage symbols out, or an error we turn into :class:`BitstreamError`),
+and the engine's symbol checksum then reports the corruption. The probability models:
 
-* the latent ``y``: a Gaussian per element, mean 0 (means are subtracted before rounding) and the
-  hyperprior's scale, discretised to integer bins over ``[-SYMBOL_LIMIT, SYMBOL_LIMIT]``;
-* the hyper-latent ``z``: CompressAI's factorised ``EntropyBottleneck`` density, one categorical
-  table per channel, taken from its integer CDF tables (built on CPU by ``update()``).
+* latent ``y``: a Gaussian per element, mean 0 (means are subtracted before rounding) and the
+  hyperprior's scale, discretised to integer bins over ``[-LATENT_LIMIT, LATENT_LIMIT]``;
+* hyper-latent ``z``: CompressAI's factorised ``EntropyBottleneck`` density, one categorical
+  table per channel, taken from its integer CDF tables (built on CPU by ``update()``);
+* residuals of the error-bounded layer: zero-mean discretised Laplace laws, plus uniform low bits.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import constriction
 import numpy as np
 
-#: symbols of ``y`` are clipped to +-SYMBOL_LIMIT (far beyond any value the models produce)
-SYMBOL_LIMIT = 1 << 15
+from numcodec_plugin.errors import BitstreamError
+
+#: latent symbols are clipped to +-LATENT_LIMIT (far beyond the values the models produce); every
+#: symbol of the alphabet keeps a probability of at least 2**-24, so a narrow alphabet costs fewer bits
+LATENT_LIMIT = 1 << 12
+#: residual symbols of the error-bounded layer span +-RESIDUAL_LIMIT (uint16 differences fit)
+RESIDUAL_LIMIT = 1 << 16
 SCALE_BOUND = 0.11  # CompressAI's GaussianConditional lower bound on scales
 
-_GAUSSIAN = constriction.stream.model.QuantizedGaussian(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+_GAUSSIAN = constriction.stream.model.QuantizedGaussian(-LATENT_LIMIT, LATENT_LIMIT)
+_LAPLACE = constriction.stream.model.QuantizedLaplace(-RESIDUAL_LIMIT, RESIDUAL_LIMIT)
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+_UNIFORM = constriction.stream.model.Uniform()
+
+
+def _encode(symbols: np.ndarray, model, *params: np.ndarray) -> bytes:
+    coder = constriction.stream.stack.AnsCoder()
+    coder.encode_reverse(symbols.reshape(-1).astype(np.int32), model, *params)
+    return coder.get_compressed().tobytes()
+
+
+def _decode(data: bytes, model, *params: np.ndarray) -> np.ndarray:
+    """Decode with ``model``; any failure on a damaged stream becomes a :class:`BitstreamError`."""
+    with _stream_errors():
+        words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype="<u4").astype(np.uint32)
+        return constriction.stream.stack.AnsCoder(words).decode(model, *params)
+
+
+@contextlib.contextmanager
+def _stream_errors() -> Iterator[None]:
+    try:
+        yield
+    except BaseException as exc:  # constriction may panic (pyo3's PanicException is a BaseException)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise BitstreamError(f"corrupt entropy-coded stream ({type(exc).__name__}: {exc})") from exc
+
+
+def clip_symbols(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), -LATENT_LIMIT, LATENT_LIMIT).astype(np.int32)
+
+
+def _bounded(scales: np.ndarray) -> np.ndarray:
+    return np.maximum(scales.reshape(-1).astype(np.float64), SCALE_BOUND)
 
 
 def encode_gaussian(symbols: np.ndarray, scales: np.ndarray) -> bytes:
     """Code integer ``symbols`` (already clipped by :func:`clip_symbols`) under N(0, scale)."""
-    coder = constriction.stream.stack.AnsCoder()
-    coder.encode_reverse(symbols.reshape(-1).astype(np.int32), _GAUSSIAN, np.zeros(symbols.size), _bounded(scales))
-    return coder.get_compressed().tobytes()
+    return _encode(symbols, _GAUSSIAN, np.zeros(symbols.size), _bounded(scales))
 
 
 def decode_gaussian(data: bytes, scales: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_gaussian`; returns int32 symbols shaped like ``scales``."""
-    coder = constriction.stream.stack.AnsCoder(_words(data))
-    return coder.decode(_GAUSSIAN, np.zeros(scales.size), _bounded(scales)).reshape(scales.shape)
+    """Inverse of :func:`encode_gaussian`; int32 symbols shaped like ``scales``."""
+    return _decode(data, _GAUSSIAN, np.zeros(scales.size), _bounded(scales)).reshape(scales.shape)
 
 
-def clip_symbols(values: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(values), -SYMBOL_LIMIT, SYMBOL_LIMIT).astype(np.int32)
+def encode_laplace(symbols: np.ndarray, scales: np.ndarray) -> bytes:
+    """Code integer symbols in +-RESIDUAL_LIMIT under zero-mean discretised Laplace laws of ``scales``."""
+    return _encode(symbols, _LAPLACE, np.zeros(symbols.size), scales.reshape(-1).astype(np.float64))
+
+
+def decode_laplace(data: bytes, scales: np.ndarray) -> np.ndarray:
+    return _decode(data, _LAPLACE, np.zeros(scales.size), scales.reshape(-1).astype(np.float64)).reshape(scales.shape)
+
+
+def encode_uniform(symbols: np.ndarray, sizes: np.ndarray) -> bytes:
+    """Code symbols ``0 <= s < size`` (2 <= size < 2**24) under uniform laws."""
+    return _encode(symbols, _UNIFORM, sizes.reshape(-1).astype(np.int32))
+
+
+def decode_uniform(data: bytes, sizes: np.ndarray) -> np.ndarray:
+    return _decode(data, _UNIFORM, sizes.reshape(-1).astype(np.int32)).reshape(sizes.shape)
 
 
 @dataclass(frozen=True)
 class CategoricalTables:
-    """Per-channel probability tables of a factorised density over integer offsets from ``low``."""
+    """Per-channel probability tables of a factorised density over integer symbols from ``start``."""
 
     low: np.ndarray  # (C,) smallest symbol of each channel
     high: np.ndarray  # (C,) largest symbol of each channel
@@ -62,8 +114,7 @@ class CategoricalTables:
         start, width = int(low.min()), int((high - low.min()).max()) + 1
         table = np.zeros((len(cdf), width))
         for c in range(len(cdf)):
-            pmf = np.diff(cdf[c, : length[c] + 1]).astype(np.float64)
-            table[c, low[c] - start: low[c] - start + length[c]] = pmf
+            table[c, low[c] - start: low[c] - start + length[c]] = np.diff(cdf[c, : length[c] + 1])
         table /= table.sum(axis=1, keepdims=True)
         return cls(low, high, start, table)
 
@@ -78,20 +129,7 @@ class CategoricalTables:
 
     def encode(self, symbols: np.ndarray) -> bytes:
         """Code one tile's (C, H, W) clipped symbols."""
-        coder = constriction.stream.stack.AnsCoder()
-        coder.encode_reverse((symbols.reshape(-1) - self.start).astype(np.int32), _CATEGORICAL, self._rows(symbols.shape))
-        return coder.get_compressed().tobytes()
+        return _encode(symbols - self.start, _CATEGORICAL, self._rows(symbols.shape))
 
     def decode(self, data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        coder = constriction.stream.stack.AnsCoder(_words(data))
-        return (coder.decode(_CATEGORICAL, self._rows(shape)) + self.start).reshape(shape).astype(np.int32)
-
-
-def _bounded(scales: np.ndarray) -> np.ndarray:
-    return np.maximum(scales.reshape(-1).astype(np.float64), SCALE_BOUND)
-
-
-def _words(data: bytes) -> np.ndarray:
-    """constriction streams are 32-bit words; a length that is not a multiple of 4 is zero-padded."""
-    padded = data + b"\0" * (-len(data) % 4)
-    return np.frombuffer(padded, dtype="<u4").astype(np.uint32)
+        return (_decode(data, _CATEGORICAL, self._rows(shape)) + self.start).reshape(shape).astype(np.int32)

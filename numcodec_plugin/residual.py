@@ -1,0 +1,147 @@
+"""The error-bounded layer: a quantised residual on top of the learned reconstruction.
+
+With ``max_error = E`` (DN, per band) the residual ``r = x - x_hat`` between the original and the
+learned reconstruction (both as integers) is quantised with step ``2E + 1``::
+
+    q = sign(r) * floor((|r| + E) / (2E + 1)),   x' = x_hat + q * (2E + 1),   |x' - x| <= E
+
+and ``q`` is entropy-coded with a zero-mean discretised Laplace law whose scale is stored per
+frame and band (one byte each). ``E = 0`` is lossless. Float32 chunks support ``E = 0`` only:
+their residual is taken between the IEEE bit patterns mapped to ordered integers, so decoding is
+bit-exact. Residuals too wide for the coder's alphabet are split into a Laplace-coded high part
+and uniformly coded low bits (``shift`` per frame and band). The rare valid value that would land
+exactly on the no-data value is stored verbatim in an exception list.
+
+The decoder must reproduce ``x_hat`` bit for bit; a CRC-32 of it is stored and checked, so a
+decoder on a device whose network output differs raises instead of breaking the bound.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError
+from numcodec_plugin.models.entropy_coding import (
+    decode_laplace,
+    decode_uniform,
+    encode_laplace,
+    encode_uniform,
+)
+
+_HIGH_BITS = 15  # high parts stay within +-2**15, inside the coder's +-RESIDUAL_LIMIT alphabet
+
+
+@dataclass(frozen=True)
+class ResidualLayer:
+    max_error: tuple[int, ...]  # per band, DN
+    reconstruction_crc: int  # CRC-32 of x_hat's bytes
+    scale_index: np.ndarray  # (frames, bands) uint8: Laplace scale 2 ** ((i - 96) / 16)
+    shift: np.ndarray  # (frames, bands) uint8: low bits coded uniformly
+    high: bytes
+    low: bytes
+    exceptions: bytes  # zlib of (int64 flat index, int64 ordered value) pairs, or b""
+
+
+def check_max_error(max_error: float | tuple[float, ...] | list[float], dtype: np.dtype, bands: int) -> tuple[int, ...]:
+    """Per-band integer bounds; refuse what cannot be guaranteed."""
+    values = tuple(max_error) if isinstance(max_error, (tuple, list)) else (max_error,) * bands
+    if len(values) != bands:
+        raise ConfigurationError(f"max_error has {len(values)} values but the chunk has {bands} bands")
+    if any(not float(v).is_integer() or v < 0 or v > 32767 for v in values):
+        raise ConfigurationError(f"max_error must be whole DN between 0 and 32767, got {values}")
+    if np.dtype(dtype).kind == "f" and any(values):
+        raise ConfigurationError("float32 chunks support max_error=0 (bit-exact) only; store DN as uint16 for near-lossless bounds")
+    return tuple(int(v) for v in values)
+
+
+def to_ordered(values: np.ndarray) -> np.ndarray:
+    """Integers as int64; float32 as their bit patterns mapped monotonically to int64."""
+    if values.dtype.kind != "f":
+        return values.astype(np.int64)
+    bits = values.astype(np.float32).view(np.int32).astype(np.int64)
+    return np.where(bits >= 0, bits, -1 - (bits & 0x7FFFFFFF))
+
+
+def from_ordered(ordered: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.dtype(dtype).kind != "f":
+        info = np.iinfo(dtype)
+        return np.clip(ordered, info.min, info.max).astype(dtype)
+    bits = np.where(ordered >= 0, ordered, (-1 - ordered) | 0x80000000)
+    return bits.astype(np.uint32).view(np.float32)
+
+
+def _scale_index(high: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    mean_abs = np.abs(high).sum(axis=(-2, -1)) / np.maximum(valid.sum(axis=(-2, -1)), 1)
+    return np.clip(np.rint(16 * np.log2(mean_abs + 1 / 64)) + 96, 0, 255).astype(np.uint8)
+
+
+def _scales(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    per_band = np.maximum(2.0 ** ((index.astype(np.float64) - 96) / 16), 1 / 64)
+    return np.broadcast_to(per_band[..., None, None], shape)
+
+
+def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray | None,
+                    max_error: tuple[int, ...], nodata: float) -> ResidualLayer:
+    """Residual layer for (frames, bands, y, x) ``original`` given the decoder's ``reconstruction``."""
+    valid = np.ones(original.shape, bool) if mask is None else ~mask
+    step = (2 * np.asarray(max_error, np.int64) + 1)[None, :, None, None]
+    residual = np.where(valid, to_ordered(original) - to_ordered(reconstruction), 0)
+    q = np.sign(residual) * ((np.abs(residual) + step // 2) // step)
+    widest = np.abs(q).max(axis=(-2, -1))
+    shift = np.maximum(0, np.ceil(np.log2(widest + 1)).astype(np.int64) - _HIGH_BITS).astype(np.uint8)
+    high = q >> shift[..., None, None]
+    low = q - (high << shift[..., None, None])
+    scale_index = _scale_index(high, valid)
+    sizes = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], q.shape)
+    coded_low = low[sizes > 1], sizes[sizes > 1]
+    exceptions = _exceptions(original, reconstruction, q, step, valid, nodata)
+    return ResidualLayer(
+        max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), scale_index, shift,
+        encode_laplace(high, _scales(scale_index, q.shape)),
+        encode_uniform(*coded_low) if coded_low[0].size else b"", exceptions,
+    )
+
+
+def _exceptions(original, reconstruction, q, step, valid, nodata) -> bytes:
+    if original.dtype.kind == "f" or math.isnan(nodata):
+        return b""
+    final = from_ordered(to_ordered(reconstruction) + q * step, original.dtype)
+    where = np.flatnonzero(valid & (final == nodata))
+    if not where.size:
+        return b""
+    pairs = np.stack([where.astype(np.int64), original.reshape(-1)[where].astype(np.int64)], axis=1)
+    return zlib.compress(pairs.astype("<i8").tobytes(), 9)
+
+
+def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarray:
+    """The bounded reconstruction; raises if ``reconstruction`` is not the encoder's."""
+    if zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()) != layer.reconstruction_crc:
+        raise EntropyModelMismatchError(
+            "the learned reconstruction here differs from the encoder's (device or library version), "
+            "so the chunk's error bound cannot be guaranteed; decode it where the network output matches"
+        )
+    shape = reconstruction.shape
+    if layer.scale_index.shape != shape[:2] or layer.shift.shape != shape[:2]:
+        raise EntropyModelMismatchError("residual layer does not match the chunk's frames and bands")
+    high = decode_laplace(layer.high, _scales(layer.scale_index, shape)).astype(np.int64)
+    shift = layer.shift.astype(np.int64)[..., None, None]
+    q = high << shift
+    sizes = np.broadcast_to(1 << shift, shape)
+    if (sizes > 1).any():
+        q[sizes > 1] += decode_uniform(layer.low, sizes[sizes > 1])
+    step = (2 * np.asarray(layer.max_error, np.int64) + 1)[None, :, None, None]
+    result = from_ordered(to_ordered(reconstruction) + q * step, reconstruction.dtype)
+    if layer.exceptions:
+        try:
+            pairs = np.frombuffer(zlib.decompress(layer.exceptions), "<i8").reshape(-1, 2)
+        except (zlib.error, ValueError) as exc:
+            raise EntropyModelMismatchError(f"corrupt exception list in the residual layer ({exc})") from exc
+        if pairs.size and (pairs[:, 0].min() < 0 or pairs[:, 0].max() >= result.size):
+            raise EntropyModelMismatchError("exception list points outside the chunk")
+        result.reshape(-1)[pairs[:, 0]] = pairs[:, 1].astype(result.dtype)
+    return result
+
