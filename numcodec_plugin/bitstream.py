@@ -8,6 +8,9 @@ it without the codec configuration. Layout (little-endian)::
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0)
+    | [residual layer: max_error u16*bands | reconstruction CRC-32 u32 | result CRC-32 u32
+    |  | scale index u8*(frames*bands) | shift u8*(frames*bands)
+    |  | high, low, exceptions: varint length + bytes each]  (flag bit 1)
     | per tile, row-major over (frames, tile rows, tile columns):
     |     symbol checksum u32 | per stream: varint length + bytes
     | CRC-32 of everything before it, u32
@@ -26,10 +29,12 @@ import numpy as np
 
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.models.base import CodedTile
+from numcodec_plugin.residual import ResidualLayer
 
 MAGIC = b"TECZ"
 VERSION = 1
 FLAG_MASK = 0x01
+FLAG_RESIDUAL = 0x02
 DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 MAX_ELEMENTS = 1 << 32
@@ -64,6 +69,7 @@ class Chunk:
     header: ChunkHeader
     mask: np.ndarray | None  # bool, header.shape; True where the value is no-data
     tiles: list[CodedTile]
+    residual: ResidualLayer | None = None  # the error-bounded layer, if any
 
 
 def _varint(n: int) -> bytes:
@@ -107,13 +113,20 @@ def pack(chunk: Chunk) -> bytes:
     h = chunk.header
     name = h.model_name.encode()
     out = bytearray(MAGIC)
-    out += struct.pack("<BBBB", VERSION, FLAG_MASK if chunk.mask is not None else 0, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
+    flags = (FLAG_MASK if chunk.mask is not None else 0) | (FLAG_RESIDUAL if chunk.residual is not None else 0)
+    out += struct.pack("<BBBB", VERSION, flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
     out += struct.pack(f"<{len(h.shape)}I", *h.shape)
     out += struct.pack("<B", len(name)) + name + h.model_digest
     out += _FIXED.pack(h.quality, h.nodata, h.dn_scale, *h.tile_shape, h.streams_per_tile)
     if chunk.mask is not None:
         packed = zlib.compress(np.packbits(chunk.mask.reshape(-1)).tobytes(), 9)
         out += _varint(len(packed)) + packed
+    if chunk.residual is not None:
+        r = chunk.residual
+        out += struct.pack(f"<{len(r.max_error)}HII", *r.max_error, r.reconstruction_crc, r.result_crc)
+        out += r.scale_index.astype(np.uint8).tobytes() + r.shift.astype(np.uint8).tobytes()
+        for part in (r.high, r.low, r.exceptions):
+            out += _varint(len(part)) + part
     for tile in chunk.tiles:
         out += struct.pack("<I", tile.checksum)
         for stream in tile.streams:
@@ -166,10 +179,23 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
         if len(raw) != (n + 7) // 8:
             raise BitstreamError("corrupt chunk: no-data mask has the wrong size")
         mask = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool).reshape(shape)
+    residual = _unpack_residual(r, header) if flags & FLAG_RESIDUAL else None
     tiles = []
     for _ in range(header.tile_count):
         (checksum,) = r.unpack("<I", "tile checksum")
         tiles.append(CodedTile(tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams)), checksum))
     if r.pos != len(r.data):
         raise BitstreamError(f"corrupt chunk: {len(r.data) - r.pos} unexpected bytes after the last tile")
-    return Chunk(header, mask, tiles)
+    return Chunk(header, mask, tiles, residual)
+
+
+def _unpack_residual(r: _Reader, header: ChunkHeader) -> ResidualLayer:
+    bands, frames = header.shape[-3], header.tile_grid[0]
+    *max_error, reconstruction_crc, result_crc = r.unpack(f"<{bands}HII", "residual layer")
+    per_frame_band = (frames, bands)
+    scale_index = np.frombuffer(r.take(frames * bands, "residual scales"), np.uint8).reshape(per_frame_band)
+    shift = np.frombuffer(r.take(frames * bands, "residual shifts"), np.uint8).reshape(per_frame_band)
+    if shift.max(initial=0) > 20:
+        raise BitstreamError("corrupt chunk: residual shift out of range")
+    high, low, exceptions = (bytes(r.take(r.varint("residual stream"), "residual stream")) for _ in range(3))
+    return ResidualLayer(tuple(max_error), reconstruction_crc, result_crc, scale_index, shift, high, low, exceptions)

@@ -18,7 +18,7 @@ to the dtype, and puts the no-data values back.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -26,7 +26,8 @@ import torch
 from numcodec_plugin import bitstream, runtime
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import CodedTile, TileCoder
-from numcodec_plugin.models.registry import check_quality, default_quality, load_model
+from numcodec_plugin.models.registry import check_quality, default_quality, load_model, quality_range
+from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 SUPPORTED_DTYPES = tuple(bitstream.DTYPE_CODES)
@@ -42,6 +43,8 @@ class EncodeSettings:
     quality: float | None = None
     nodata: float | None = None
     dn_scale: float = DEFAULT_DN_SCALE
+    #: per-pixel bound in DN (one value or one per band); None = no bound, 0 = lossless
+    max_error: float | tuple[float, ...] | None = None
 
 
 def default_nodata(dtype: np.dtype) -> float:
@@ -112,7 +115,15 @@ def encode(array: np.ndarray, settings: EncodeSettings = EncodeSettings(), *, de
 
 def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSettings(), *, device: str | None = None,
                 batch_size: int = DEFAULT_BATCH_SIZE) -> list[bytes]:
-    """Code several chunks, batching the tiles of all of them through the network together."""
+    """Code several chunks, batching the tiles of all of them through the network together.
+
+    With ``max_error`` set and no ``quality``, each chunk is coded at a few qualities spread over
+    the model's range and the smallest result is kept (:func:`bounded_quality_candidates`).
+    """
+    if settings.max_error is not None and settings.quality is None:
+        trials = [encode_many(arrays, replace(settings, quality=q), device=device, batch_size=batch_size)
+                  for q in bounded_quality_candidates(settings.model)]
+        return [min(options, key=len) for options in zip(*trials)]
     quality = settings.quality if settings.quality is not None else default_quality(settings.model)
     check_quality(settings.model, quality)
     coder = load_model(settings.model, quality, device)
@@ -128,14 +139,27 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
             coded[i] = tiles[offset:offset + len(prepared[i].tiles)]
             offset += len(prepared[i].tiles)
     out = []
-    for p, tiles in zip(prepared, coded):
+    for array, p, tiles in zip(arrays, prepared, coded):
         header = bitstream.ChunkHeader(
             shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
             model_digest=coder.identity.digest, quality=float(quality), nodata=p.nodata,
             dn_scale=float(settings.dn_scale), tile_shape=p.tile_shape, streams_per_tile=coder.streams_per_tile,
         )
-        out.append(bitstream.pack(bitstream.Chunk(header, p.mask, tiles)))
+        layer = None
+        if p.max_error is not None:
+            decoded = _decompress_tiles(coder, tiles, p.tile_shape, quality, batch_size)
+            reconstruction = _reconstruct(header, decoded, coder)
+            frames_mask = None if p.mask is None else p.mask.reshape(reconstruction.shape)
+            layer = encode_residual(np.asarray(array).reshape(reconstruction.shape), reconstruction, frames_mask,
+                                    p.max_error, p.nodata)
+        out.append(bitstream.pack(bitstream.Chunk(header, p.mask, tiles, layer)))
     return out
+
+
+def bounded_quality_candidates(model: str | None) -> list[float]:
+    """Qualities tried per chunk under an error bound: four spread over the upper 3/4 of the range."""
+    lo, hi = quality_range(model)
+    return sorted({float(round(q)) for q in np.linspace(lo, hi, 5)[1:]})
 
 
 def _compress_tiles(coder: TileCoder, tiles: np.ndarray, quality: float, batch_size: int) -> list[CodedTile]:
@@ -158,6 +182,7 @@ class _PreparedChunk:
     mask: np.ndarray | None
     tile_shape: tuple[int, int]
     tiles: np.ndarray
+    max_error: tuple[int, ...] | None
 
 
 def _prepare(array: np.ndarray, settings: EncodeSettings, coder: TileCoder) -> _PreparedChunk:
@@ -176,8 +201,9 @@ def _prepare(array: np.ndarray, settings: EncodeSettings, coder: TileCoder) -> _
         dn = _fill(dn, mask, mean)
     standardised = (dn - mean[:, None, None]) / std[:, None, None]
     tile_shape = plan_tiles(array.shape[-2], array.shape[-1], coder.tile_size, coder.size_multiple)
+    max_error = None if settings.max_error is None else check_max_error(settings.max_error, array.dtype, array.shape[-3])
     return _PreparedChunk(tuple(array.shape), array.dtype, nodata, mask.reshape(array.shape) if has_nodata else None,
-                          tile_shape, _to_tiles(standardised, tile_shape))
+                          tile_shape, _to_tiles(standardised, tile_shape), max_error)
 
 
 def decode(data: bytes | memoryview | np.ndarray, *, device: str | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> np.ndarray:
@@ -243,15 +269,23 @@ def _decompress_tiles(coder: TileCoder, tiles: list, tile_shape: tuple[int, int]
 
 
 def _finish(chunk: bitstream.Chunk, tiles: np.ndarray, coder: TileCoder) -> np.ndarray:
-    """Reassemble, de-standardise and convert one chunk's decoded tiles; restore no-data exactly."""
+    """The chunk from its decoded tiles: reconstruction, error-bound residual, exact no-data."""
     h = chunk.header
-    standardised = _from_tiles(tiles, math.prod(h.shape[:-3]), h.shape[-2], h.shape[-1])
-    mean = np.asarray(coder.identity.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(coder.identity.std, dtype=np.float32)[:, None, None]
-    result = _to_dtype(standardised * std + mean, h).reshape(h.shape)
+    result = _reconstruct(h, tiles, coder)
+    if chunk.residual is not None:
+        result = apply_residual(result, chunk.residual)
+    result = result.reshape(h.shape)
     if chunk.mask is not None:
         result[chunk.mask] = h.nodata
     return result
+
+
+def _reconstruct(header: bitstream.ChunkHeader, tiles: np.ndarray, coder: TileCoder) -> np.ndarray:
+    """(frames, bands, y, x) learned reconstruction in the chunk's dtype, from standardised tiles."""
+    standardised = _from_tiles(tiles, math.prod(header.shape[:-3]), header.shape[-2], header.shape[-1])
+    mean = np.asarray(coder.identity.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(coder.identity.std, dtype=np.float32)[:, None, None]
+    return _to_dtype(standardised * std + mean, header)
 
 
 def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader) -> np.ndarray:

@@ -33,13 +33,16 @@ class TerraCodec(Codec):
         Value kept bit-exact and never shown to the network; default 0 (ints) or NaN (floats).
     dn_scale:
         Float inputs are multiplied by this to reach the model's DN scale (reflectance x 10000).
+    max_error:
+        Optional per-pixel bound in DN (one value or one per band): every decoded value is within it
+        of the original; 0 = lossless. Without ``quality`` the quality is chosen per chunk.
     """
 
     codec_id = "terracodec"
 
     def __init__(self, model: str | None = None, quality: float | None = None, nodata: float | None = None,
-                 dn_scale: float = engine.DEFAULT_DN_SCALE) -> None:
-        self.settings = normalise_settings(model, quality, nodata, dn_scale)
+                 dn_scale: float = engine.DEFAULT_DN_SCALE, max_error: float | list[float] | None = None) -> None:
+        self.settings = normalise_settings(model, quality, nodata, dn_scale, max_error)
 
     def encode(self, buf: Any) -> bytes:
         array = np.asarray(buf)
@@ -59,8 +62,11 @@ class TerraCodec(Codec):
     def get_config(self) -> dict[str, Any]:
         s = self.settings
         nodata = None if s.nodata is None else ("NaN" if math.isnan(s.nodata) else s.nodata)
-        return {"id": self.codec_id, "model": s.model, "quality": s.quality, "nodata": nodata, "dn_scale": s.dn_scale}
+        max_error = list(s.max_error) if isinstance(s.max_error, tuple) else s.max_error
+        return {"id": self.codec_id, "model": s.model, "quality": s.quality, "nodata": nodata, "dn_scale": s.dn_scale,
+                "max_error": max_error}
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"TerraCodec(model={s.model!r}, quality={s.quality!r}, nodata={s.nodata!r}, dn_scale={s.dn_scale!r})"
+        return (f"TerraCodec(model={s.model!r}, quality={s.quality!r}, nodata={s.nodata!r}, dn_scale={s.dn_scale!r}, "
+                f"max_error={s.max_error!r})")

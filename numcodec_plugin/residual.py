@@ -13,7 +13,8 @@ and uniformly coded low bits (``shift`` per frame and band). The rare valid valu
 exactly on the no-data value is stored verbatim in an exception list.
 
 The decoder must reproduce ``x_hat`` bit for bit; a CRC-32 of it is stored and checked, so a
-decoder on a device whose network output differs raises instead of breaking the bound.
+decoder on a device whose network output differs raises instead of breaking the bound. A second
+CRC-32 over the bounded result catches damaged residual streams.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _HIGH_BITS = 15  # high parts stay within +-2**15, inside the coder's +-RESIDUAL
 class ResidualLayer:
     max_error: tuple[int, ...]  # per band, DN
     reconstruction_crc: int  # CRC-32 of x_hat's bytes
+    result_crc: int  # CRC-32 of the bounded result's bytes (catches corrupt residual streams)
     scale_index: np.ndarray  # (frames, bands) uint8: Laplace scale 2 ** ((i - 96) / 16)
     shift: np.ndarray  # (frames, bands) uint8: low bits coded uniformly
     high: bytes
@@ -99,14 +101,17 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     sizes = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], q.shape)
     coded_low = low[sizes > 1], sizes[sizes > 1]
     exceptions = _exceptions(original, reconstruction, q, step, valid, nodata)
+    result = _bounded_result(reconstruction, q, step, exceptions)
     return ResidualLayer(
-        max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), scale_index, shift,
+        max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), zlib.crc32(result.tobytes()), scale_index, shift,
         encode_laplace(high, _scales(scale_index, q.shape)),
         encode_uniform(*coded_low) if coded_low[0].size else b"", exceptions,
     )
 
 
-def _exceptions(original, reconstruction, q, step, valid, nodata) -> bytes:
+def _exceptions(original: np.ndarray, reconstruction: np.ndarray, q: np.ndarray, step: np.ndarray, valid: np.ndarray,
+                nodata: float) -> bytes:
+    """Valid positions whose bounded value would equal the no-data value, with their exact values."""
     if original.dtype.kind == "f" or math.isnan(nodata):
         return b""
     final = from_ordered(to_ordered(reconstruction) + q * step, original.dtype)
@@ -134,14 +139,21 @@ def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarr
     if (sizes > 1).any():
         q[sizes > 1] += decode_uniform(layer.low, sizes[sizes > 1])
     step = (2 * np.asarray(layer.max_error, np.int64) + 1)[None, :, None, None]
-    result = from_ordered(to_ordered(reconstruction) + q * step, reconstruction.dtype)
-    if layer.exceptions:
+    result = _bounded_result(reconstruction, q, step, layer.exceptions)
+    if zlib.crc32(result.tobytes()) != layer.result_crc:
+        raise EntropyModelMismatchError("the residual layer decodes to other values than were encoded (corrupt stream)")
+    return result
+
+
+def _bounded_result(reconstruction: np.ndarray, q: np.ndarray, step: np.ndarray, exceptions: bytes) -> np.ndarray:
+    """``x_hat + q * step`` in the dtype, with the exception list's exact values applied."""
+    result = np.ascontiguousarray(from_ordered(to_ordered(reconstruction) + q * step, reconstruction.dtype))
+    if exceptions:
         try:
-            pairs = np.frombuffer(zlib.decompress(layer.exceptions), "<i8").reshape(-1, 2)
+            pairs = np.frombuffer(zlib.decompress(exceptions), "<i8").reshape(-1, 2)
         except (zlib.error, ValueError) as exc:
             raise EntropyModelMismatchError(f"corrupt exception list in the residual layer ({exc})") from exc
         if pairs.size and (pairs[:, 0].min() < 0 or pairs[:, 0].max() >= result.size):
             raise EntropyModelMismatchError("exception list points outside the chunk")
         result.reshape(-1)[pairs[:, 0]] = pairs[:, 1].astype(result.dtype)
     return result
-

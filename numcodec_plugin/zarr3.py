@@ -32,19 +32,20 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TerraCodec(ArrayBytesCodec):
-    """Zarr v3 serializer; ``model``, ``quality`` and ``dn_scale`` as in the numcodecs codec."""
+    """Zarr v3 serializer; ``model``, ``quality``, ``dn_scale`` and ``max_error`` as in the numcodecs codec."""
 
     is_fixed_size = False
 
     model: str
-    quality: float
+    quality: float | None
     dn_scale: float
+    max_error: float | tuple[float, ...] | None
 
-    def __init__(self, *, model: str | None = None, quality: float | None = None, dn_scale: float = engine.DEFAULT_DN_SCALE) -> None:
-        settings = normalise_settings(model, quality, None, dn_scale)
-        object.__setattr__(self, "model", settings.model)
-        object.__setattr__(self, "quality", settings.quality)
-        object.__setattr__(self, "dn_scale", settings.dn_scale)
+    def __init__(self, *, model: str | None = None, quality: float | None = None, dn_scale: float = engine.DEFAULT_DN_SCALE,
+                 max_error: float | list[float] | None = None) -> None:
+        settings = normalise_settings(model, quality, None, dn_scale, max_error)
+        for name in ("model", "quality", "dn_scale", "max_error"):
+            object.__setattr__(self, name, getattr(settings, name))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "TerraCodec":
@@ -52,7 +53,10 @@ class TerraCodec(ArrayBytesCodec):
         return cls(**(configuration or {}))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": "terracodec", "configuration": {"model": self.model, "quality": self.quality, "dn_scale": self.dn_scale}}
+        configuration = {"model": self.model, "quality": self.quality, "dn_scale": self.dn_scale}
+        if self.max_error is not None:
+            configuration["max_error"] = list(self.max_error) if isinstance(self.max_error, tuple) else self.max_error
+        return {"name": "terracodec", "configuration": configuration}
 
     def validate(self, *, shape: tuple[int, ...], dtype: "ZDType", chunk_grid: "ChunkGrid") -> None:
         chunk_shape = tuple(getattr(chunk_grid, "chunk_shape", shape))
@@ -66,7 +70,7 @@ class TerraCodec(ArrayBytesCodec):
     def _settings(self, spec: "ArraySpec") -> engine.EncodeSettings:
         fill = spec.fill_value
         nodata = float(fill) if fill is not None else None
-        return engine.EncodeSettings(self.model, self.quality, nodata, self.dn_scale)
+        return engine.EncodeSettings(self.model, self.quality, nodata, self.dn_scale, self.max_error)
 
     async def encode(self, chunks_and_specs: Iterable[tuple["NDBuffer | None", "ArraySpec"]]) -> list["Buffer | None"]:
         items = list(chunks_and_specs)
