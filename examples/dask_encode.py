@@ -4,9 +4,10 @@
 # A small real cube (2 dates, 12 bands, 264 x 264 pixels) goes through the whole path: band
 # names as a STAC catalogue gives them, the model's band order, a rate/quality preview, the
 # `to_zarr` encoding, a Dask write (locally, then on a `distributed` cluster) and a lazy read.
-# Runs top to bottom in seconds on a CPU: `python examples/dask_encode.py` from the repository root.
+# Runs top to bottom in seconds on a CPU: `python examples/dask_encode.py [OUT_DIR]`.
 
 # %%
+import sys
 import tempfile
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from numcodec_plugin.models.bands import L2A_BANDS
 
 MODEL = "tec-s2-gain-v1"  # the bundled model; "test-fixed-seed" is faster but compresses poorly
 QUALITY = 4
-workdir = Path(tempfile.mkdtemp(prefix="terracodec_example_"))
+workdir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="terracodec_example_"))
 
 # %% [markdown]
 # ## A cube as a STAC loader returns it
@@ -26,7 +27,7 @@ workdir = Path(tempfile.mkdtemp(prefix="terracodec_example_"))
 # with Earth Search band names in the catalogue's own order and a uint8 scene classification.
 
 # %%
-sample = Path("../shared/data/s2/l2a_timeseries/ssl4eo_0080717.npz")
+sample = Path(__file__).resolve().parents[2] / "shared" / "data" / "s2" / "l2a_timeseries" / "ssl4eo_0080717.npz"
 if sample.is_file():
     pixels = np.load(sample)["data"][:2]
 else:
