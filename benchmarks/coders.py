@@ -6,11 +6,14 @@ information included) as a list of streams, so the rate is simply :func:`coded_b
 * :class:`Jpeg2000`: OpenJPEG via imagecodecs, all bands as the components of one J2K codestream
   (irreversible 9/7 wavelet, no colour transform); ``level`` is OpenJPEG's fixed-quality target,
   a PSNR in dB relative to the 16-bit range, so higher = more bits.
+* :class:`Jpeg2000Lossless`: the same codestream layout with the reversible 5/3 wavelet, lossless.
 * :class:`KltJpeg2000`: the same after a per-image spectral KLT (principal components of the
   bands); the transform travels as a second stream.
 * :class:`JpegXl`: libjxl via imagecodecs, each band its own grayscale 16-bit image; ``distance``
-  is the Butteraugli distance, lower = more bits.
-* :class:`TerraCodec`: this project's codec through its public numcodecs configuration.
+  is the Butteraugli distance, lower = more bits, and distance 0 is lossless (libjxl's modular
+  mode, as ``cjxl -d 0``).
+* :class:`TerraCodec`: this project's codec through its public numcodecs configuration, optionally
+  error-bounded (``max_error``).
 """
 
 from __future__ import annotations
@@ -59,10 +62,14 @@ def limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def jpeg2k_encode(image: np.ndarray, level: float, threads: int) -> bytes:
-    """One J2K codestream with the bands of (band, y, x) ``image`` as its components."""
+def jpeg2k_encode(image: np.ndarray, level: float | None, threads: int) -> bytes:
+    """One J2K codestream with the bands of (band, y, x) ``image`` as its components.
+
+    ``level`` None codes losslessly (reversible 5/3 wavelet, every bit plane); otherwise it is the
+    fixed-quality target of the irreversible 9/7 wavelet.
+    """
     return imagecodecs.jpeg2k_encode(np.ascontiguousarray(image), level=level, codecformat="J2K", planar=True,
-                                     reversible=False, mct=False, numthreads=threads)
+                                     reversible=level is None, mct=False, numthreads=threads)
 
 
 def jpeg2k_decode(data: bytes, threads: int) -> np.ndarray:
@@ -84,6 +91,21 @@ class Jpeg2000:
 
     def encode(self, image: np.ndarray) -> Streams:
         return [jpeg2k_encode(image, self.level, self.threads)]
+
+    def decode(self, streams: Streams) -> np.ndarray:
+        return jpeg2k_decode(streams[0], self.threads)
+
+
+@dataclass(frozen=True)
+class Jpeg2000Lossless:
+    """Lossless JPEG 2000: reversible 5/3 wavelet, all bands in one codestream."""
+
+    threads: int = 2
+    family: ClassVar[str] = "JPEG 2000"
+    setting: ClassVar[str] = "lossless (5/3)"
+
+    def encode(self, image: np.ndarray) -> Streams:
+        return [jpeg2k_encode(image, None, self.threads)]
 
     def decode(self, streams: Streams) -> np.ndarray:
         return jpeg2k_decode(streams[0], self.threads)
@@ -152,7 +174,7 @@ class KltJpeg2000(Jpeg2000):
 
 @dataclass(frozen=True)
 class JpegXl:
-    """JPEG XL at Butteraugli ``distance``, one grayscale image per band."""
+    """JPEG XL at Butteraugli ``distance`` (0 = lossless), one grayscale image per band."""
 
     distance: float
     threads: int = 2
@@ -160,10 +182,12 @@ class JpegXl:
 
     @property
     def setting(self) -> str:
-        return f"distance {self.distance:g}"
+        return "lossless" if self.distance == 0 else f"distance {self.distance:g}"
 
     def encode(self, image: np.ndarray) -> Streams:
-        return [imagecodecs.jpegxl_encode(np.ascontiguousarray(band), distance=self.distance, numthreads=self.threads)
+        # libjxl's lossy mode at distance 0 is not lossless: distance 0 selects the lossless mode
+        options = {"lossless": True} if self.distance == 0 else {"distance": self.distance}
+        return [imagecodecs.jpegxl_encode(np.ascontiguousarray(band), numthreads=self.threads, **options)
                 for band in image]
 
     def decode(self, streams: Streams) -> np.ndarray:
@@ -172,10 +196,15 @@ class JpegXl:
 
 @dataclass(frozen=True)
 class TerraCodec:
-    """TerraCodec at ``quality`` via ``numcodecs.get_codec`` (threads: see :func:`limit_threads`)."""
+    """TerraCodec via ``numcodecs.get_codec`` (threads: see :func:`limit_threads`).
 
-    quality: float
+    ``quality`` None is the codec's default, or, under a ``max_error`` bound (DN), the quality the
+    codec picks per chunk.
+    """
+
+    quality: float | None = None
     model: str | None = None
+    max_error: float | None = None
 
     @property
     def family(self) -> str:
@@ -183,14 +212,17 @@ class TerraCodec:
 
     @property
     def setting(self) -> str:
-        return f"quality {self.quality:g}"
+        parts = [] if self.quality is None else [f"quality {self.quality:g}"]
+        parts += [] if self.max_error is None else [f"max_error {self.max_error:g}"]
+        return ", ".join(parts) or "default quality"
 
     @property
     def config(self) -> dict[str, Any]:
         """The numcodecs configuration."""
-        config: dict[str, Any] = {"id": "terracodec", "quality": self.quality}
-        if self.model is not None:
-            config["model"] = self.model
+        config: dict[str, Any] = {"id": "terracodec"}
+        for name in ("quality", "model", "max_error"):
+            if getattr(self, name) is not None:
+                config[name] = getattr(self, name)
         return config
 
     @functools.cached_property

@@ -40,7 +40,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from benchmarks import sentinel2
+from benchmarks import metrics, sentinel2
 from numcodec_plugin.models.bands import L2A_BANDS
 
 CODECS = ("terracodec", "jpeg2k", "zstd")
@@ -109,9 +109,8 @@ def run_one(codec: str, args: argparse.Namespace) -> dict[str, Any]:
 
     zarr.config.set({"threading.max_workers": args.threads, "codec_pipeline.batch_size": args.zarr_batch_size})
     if codec == "terracodec":
-        from xr_terracodec.dask import configure_process
-
         from numcodec_plugin import load_model
+        from xr_terracodec.dask import configure_process
 
         configure_process(torch_threads=1, **({"device": args.device} if args.device else {}))
         load_model(args.model, args.quality)  # not timed: loading happens once per process
@@ -133,7 +132,7 @@ def run_one(codec: str, args: argparse.Namespace) -> dict[str, Any]:
     return {
         "codec": codec, "raw_mb": raw_mb, "store_mb": store_bytes(store) / 1e6,
         "write_mb_s": raw_mb / write_s, "read_mb_s": raw_mb / read_s,
-        "psnr_db": float("inf") if mse == 0 else 10 * np.log10(1e8 / mse),
+        "psnr_db": metrics.psnr(mse),
         "rss_start_mb": start_rss, "peak_rss_write_mb": write_rss, "peak_rss_end_mb": peak_rss_mb(),
     }
 

@@ -38,8 +38,8 @@ RD_HEADERS = ("Codec", "Setting", "bpp/band", "PSNR (dB, peak 10000)", "PSNR (dB
               "max abs error (DN)")
 
 
-def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options choosing the benchmark imagery (read by :func:`load_tiles`)."""
     parser.add_argument("inputs", nargs="*", type=Path,
                         help=".npz / GeoTIFF files, Zarr arrays or folders (default: the validation split in --data)")
     parser.add_argument("--data", type=Path, default=sentinel2.DEFAULT_DATA_ROOT,
@@ -48,6 +48,11 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="comma-separated band names of inputs that do not name their bands")
     parser.add_argument("--tile", type=int, default=256, help="tile side in pixels (default: %(default)s)")
     parser.add_argument("--max-tiles", type=int, default=4, help="at most this many tiles per file (default: %(default)s)")
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_data_arguments(parser)
     parser.add_argument("--jpeg2k-levels", type=float, nargs="+", default=DEFAULT_JPEG2K_LEVELS,
                         help="JPEG 2000 (and JPEG 2000 + KLT) fixed-quality levels in dB")
     parser.add_argument("--jpegxl-distances", type=float, nargs="+", default=DEFAULT_JPEGXL_DISTANCES,

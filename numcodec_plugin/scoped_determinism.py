@@ -1,9 +1,12 @@
 """Deterministic torch settings for the duration of our calls only.
 
 Entropy coding needs encoder and decoder to compute identical probability tables, so our
-model calls run with deterministic algorithms and without TF32. These are process-global
-switches in torch; :func:`deterministic_torch` sets them on entry and restores the caller's
-values on exit, so a user's own training in the same process is not slowed or changed.
+model calls run with deterministic algorithms, without TF32 and with one intra-op thread (a
+convolution's result depends on its thread split; :mod:`numcodec_plugin.tile_pool` uses the
+cores by running tiles side by side instead). These are process-global switches in torch;
+:func:`deterministic_torch` sets them on entry and restores the caller's values when the last
+of our concurrent calls leaves, so a user's own work in the same process is changed only while
+a codec call is running.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ def _snapshot() -> dict:
         "cudnn_tf32": torch.backends.cudnn.allow_tf32,
         "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
         "cublas_workspace": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -38,6 +42,8 @@ def _apply(state: dict) -> None:
     torch.backends.cudnn.benchmark = state["cudnn_benchmark"]
     torch.backends.cudnn.allow_tf32 = state["cudnn_tf32"]
     torch.backends.cuda.matmul.allow_tf32 = state["matmul_tf32"]
+    if torch.get_num_threads() != state["threads"]:
+        torch.set_num_threads(state["threads"])
     if state["cublas_workspace"] is None:
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     else:
@@ -56,7 +62,8 @@ def deterministic_torch() -> Iterator[None]:
         if _depth == 0:
             _saved = _snapshot()
             _apply({"deterministic": True, "warn_only": True, "cudnn_deterministic": True, "cudnn_benchmark": False,
-                    "cudnn_tf32": False, "matmul_tf32": False, "cublas_workspace": _saved["cublas_workspace"] or ":16:8"})
+                    "cudnn_tf32": False, "matmul_tf32": False, "cublas_workspace": _saved["cublas_workspace"] or ":16:8",
+                    "threads": 1})
         _depth += 1
     try:
         yield

@@ -207,3 +207,8 @@ def test_gpu_placement_without_gpu_workers_is_refused_before_writing(tmp_path: P
         with pytest.raises(ConfigurationError, match="no worker .* offers the 'GPU' resource"):
             xr_terracodec.write(ds, tmp_path / "never.zarr", quiet_encoding(ds), gpu=True)
     assert not (tmp_path / "never.zarr").exists()
+
+
+def test_local_cluster_arguments_are_refused_with_a_scheduler_address() -> None:
+    with pytest.raises(ConfigurationError, match="n_workers, processes only apply to a local cluster"):
+        cluster("tcp://127.0.0.1:1", n_workers=2, processes=False)

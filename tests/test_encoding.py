@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
+import zarr.errors
 
 import numcodec_plugin
 import numcodec_plugin.zarr3
@@ -17,7 +18,7 @@ from numcodec_plugin import ConfigurationError
 from numcodec_plugin.models.bands import L1C_BANDS, L2A_BANDS
 from tests.conftest import TEST_MODEL
 from xr_terracodec.band_names import BAND_ALIASES, band_id, to_model_order
-from xr_terracodec.encoding import chunk_for_writing
+from xr_terracodec.encoding import chunk_for_writing, zarr_format_of
 
 QUALITY = 2.0
 EARTH_SEARCH = [BAND_ALIASES[band][0] for band in L2A_BANDS]
@@ -56,11 +57,14 @@ def in_memory(ds: xr.Dataset) -> np.ndarray:
 def test_store_written_with_the_encoding_reads_back_the_in_memory_round_trip(
         tmp_path: Path, ds: xr.Dataset, in_memory: np.ndarray, zarr_format: int, shard: bool) -> None:
     encoding = quiet_encoding(ds, zarr_format=zarr_format, shard=shard)
-    assert set(encoding) == {"reflectance"}
+    assert set(encoding) == ({"reflectance", "band"} if zarr_format == 3 else {"reflectance"})
     entry = encoding["reflectance"]
     assert entry["chunks"] == (1, 12, 256, 250)
     assert entry.get("shards") == ((1, 12, 512, 250) if shard else None)
-    ds.to_zarr(tmp_path / "cube.zarr", encoding=encoding, zarr_format=zarr_format)
+    assert zarr_format_of(encoding) == zarr_format  # what xr_terracodec.write passes to to_zarr
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", zarr.errors.UnstableSpecificationWarning)  # band names as v3 strings
+        ds.to_zarr(tmp_path / "cube.zarr", encoding=encoding, zarr_format=zarr_format)
 
     array = zarr.open_array(tmp_path / "cube.zarr" / "reflectance", mode="r")
     if zarr_format == 3:
@@ -70,7 +74,7 @@ def test_store_written_with_the_encoding_reads_back_the_in_memory_round_trip(
     else:
         assert array.metadata.compressor.get_config()["nodata"] == 0
     back = xr.open_zarr(tmp_path / "cube.zarr")
-    assert back.reflectance.dtype == np.uint16
+    assert back.reflectance.dtype == np.uint16 and list(back.band.values) == list(L2A_BANDS)
     np.testing.assert_array_equal(back.reflectance.values, in_memory)
     np.testing.assert_array_equal(back.SCL.values, ds.SCL.values)
     assert (back.reflectance.values[0, :, :20, :30] == 0).all()
@@ -110,7 +114,7 @@ def test_nodata_attribute_becomes_the_fill_value_and_codec_nodata(ds: xr.Dataset
 
 def test_other_variables_are_skipped_with_a_warning_or_refused_when_asked_for(tmp_path: Path, ds: xr.Dataset) -> None:
     with pytest.warns(UserWarning, match="'SCL': dtype uint8 is not one of uint16, int16, float32"):
-        assert set(xr_terracodec.encoding(ds, model=TEST_MODEL)) == {"reflectance"}
+        assert set(xr_terracodec.encoding(ds, model=TEST_MODEL, zarr_format=2)) == {"reflectance"}
     with pytest.raises(ConfigurationError, match="'SCL': dtype uint8"):
         xr_terracodec.encoding(ds, model=TEST_MODEL, variables=["reflectance", "SCL"])
     with pytest.raises(ConfigurationError, match=r"no data variable\(s\) \['B04'\]"):

@@ -101,9 +101,12 @@ class Destination:
         return int(fs.du(path)) if fs.exists(path) else 0
 
     def read(self) -> Record | None:
-        """The archive's record; None where nothing (or an empty group) is stored; error for anything else."""
+        """The archive's record; None where nothing (or an empty group) is stored; error for anything else.
+
+        Files ending in ``.partial`` are ignored: they are what an atomic write killed half-way leaves.
+        """
         fs, path = self._fs()
-        if not fs.exists(path) or (fs.isdir(path) and not fs.ls(path)):
+        if not fs.exists(path) or (fs.isdir(path) and all(name.endswith(".partial") for name in fs.ls(path, detail=False))):
             return None
         try:
             group = zarr.open_group(self.store(read_only=True), mode="r", use_consolidated=False)

@@ -88,7 +88,7 @@ def cluster(scheduler: str | None = None, gpus: int | None = None, n_workers: in
     """A ``distributed.Client`` fit for encoding and decoding, with :class:`TerraCodecWorker` registered.
 
     * ``scheduler``: address of a running scheduler to connect to (its workers are left as they
-      are, apart from loading the model);
+      are, apart from loading the model; the local-cluster arguments are refused);
     * otherwise a local cluster: with GPUs (``gpus``, default ``torch.cuda.device_count()``) one
       worker per GPU carrying ``resources={"GPU": 1}``, a ``dask_cuda.LocalCUDACluster`` when that is
       installed; without, ``n_workers`` (default 1) CPU workers and no GPU resource.
@@ -99,6 +99,11 @@ def cluster(scheduler: str | None = None, gpus: int | None = None, n_workers: in
     (e.g. ``processes=False``, ``dashboard_address=None``).
     """
     if scheduler is not None:
+        local_only = {"gpus": gpus, "n_workers": n_workers, "threads_per_worker": threads_per_worker, **cluster_kwargs}
+        given = sorted(name for name, value in local_only.items() if value is not None)
+        if given:
+            raise ConfigurationError(f"{', '.join(given)} only apply to a local cluster, not to the running "
+                                     f"scheduler {scheduler}; configure its workers where they are started")
         client = Client(scheduler)
         client.register_plugin(TerraCodecWorker(model, quality))
         return client

@@ -147,6 +147,8 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
 
     Pass the same ``zarr_format`` to ``to_zarr`` (or use :func:`xr_terracodec.write`, which does).
     No-data is the variable's ``_FillValue`` or ``nodata`` attribute, else 0 (integers) / NaN (floats).
+    For Zarr v3 a band coordinate of fixed-width strings gets ``{"dtype": object}``, so it is
+    stored as the v3 ``string`` type rather than one without a specification.
     """
     if zarr_format not in (2, 3):
         raise ConfigurationError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
@@ -165,10 +167,12 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
             skipped[name] = str(error)
             continue
         result[name] = _entry(plan, settings.model, settings.quality, dn_scale, zarr_format)
+        if zarr_format == 3 and plan.band_dim in ds.coords and ds[plan.band_dim].dtype.kind == "U":
+            result[plan.band_dim] = {"dtype": object}  # band names as v3 strings, not unspecified fixed-width
     reasons = "; ".join(f"{name!r}: {reason}" for name, reason in skipped.items())
     if skipped and variables is not None:
         raise ConfigurationError(f"cannot compress with TerraCodec: {reasons}")
-    if not result:
+    if len(skipped) == len(names):
         raise ConfigurationError(f"no data variable can be compressed with TerraCodec: {reasons}")
     if skipped:
         warnings.warn(f"not compressed with TerraCodec (left to xarray's defaults): {reasons}", UserWarning, stacklevel=2)
@@ -203,8 +207,5 @@ def chunk_for_writing(ds: xr.Dataset, encoding: Mapping[Hashable, Mapping[str, A
     Zarr needs every Dask chunk to cover whole shards, and one task per shard lets the shard's
     chunks share network batches while memory stays bounded by the tasks in flight.
     """
-    updates = {}
-    for name, entry in encoding.items():
-        unit = entry.get("shards") or entry["chunks"]
-        updates[name] = ds[name].chunk(dict(zip(ds[name].dims, unit)))
-    return ds.assign(updates)
+    units = {name: entry.get("shards") or entry["chunks"] for name, entry in encoding.items() if "chunks" in entry}
+    return ds.assign({name: ds[name].chunk(dict(zip(ds[name].dims, unit))) for name, unit in units.items()})

@@ -14,6 +14,8 @@ before the learned transform and is undone after it. Downsampling is 8x in ``y``
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -34,6 +36,7 @@ from numcodec_plugin.models.entropy_coding import (  # noqa: E402
     encode_gaussian,
 )
 from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
+from numcodec_plugin.tile_pool import map_tiles  # noqa: E402
 
 
 class GainHyperprior(nn.Module):
@@ -116,8 +119,12 @@ class GainHyperprior(nn.Module):
 class GainHyperpriorCoder:
     """:class:`TileCoder` for a :class:`GainHyperprior`; quality q in [1, levels] picks the gains.
 
-    Entropy coding goes through :mod:`numcodec_plugin.models.entropy_coding`; the network runs
-    on its device, the coder on CPU.
+    What encoder and decoder must both compute (the hyper-synthesis that gives the entropy
+    parameters, and the synthesis whose output is the reconstruction) runs *canonically*: on CPU,
+    one tile at a time, single-threaded, tiles side by side in :mod:`numcodec_plugin.tile_pool`.
+    So the streams and the decoded array do not depend on batch size, core count or the device
+    that encoded. Only the analysis transform (encoder-only) runs batched on the model's device.
+    Entropy coding goes through :mod:`numcodec_plugin.models.entropy_coding`.
     """
 
     tile_size = 256
@@ -128,38 +135,51 @@ class GainHyperpriorCoder:
         self.network = network
         self.identity = identity
         self.z_tables = CategoricalTables.from_entropy_bottleneck(network.entropy_bottleneck)
+        self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
+        self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
 
-    def _gains(self, batch: int, quality: float, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.network.gains(torch.full((batch,), quality - 1.0, device=device))
+    def _gains(self, batch: int, quality: float, network: GainHyperprior, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return network.gains(torch.full((batch,), quality - 1.0, device=device))
 
-    def _medians(self) -> torch.Tensor:
-        return self.network.entropy_bottleneck._get_medians()
+    def _latent_parameters(self, z_symbols: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and means of one tile's latent from its (C, h, w) hyper-latent symbols."""
+        z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
+        scales, means = self._canonical.hyper_parameters(z_hat)
+        return scales[0], means[0]
 
     def compress(self, x: torch.Tensor, quality: float) -> list[CodedTile]:
-        net = self.network
-        gain, _ = self._gains(x.shape[0], quality, x.device)
-        y = net.analysis(x, gain)
-        z = net.h_a(y)
-        z_symbols = self.z_tables.clip((z - self._medians()).cpu().numpy())
-        z_hat = torch.from_numpy(z_symbols).to(z) + self._medians()
-        scales, means = net.hyper_parameters(z_hat)
-        y_symbols = clip_symbols((y - means).cpu().numpy())
-        scales = scales.float().cpu().numpy()
-        return [
-            CodedTile((encode_gaussian(y_symbols[i], scales[i]), self.z_tables.encode(z_symbols[i])),
-                      symbol_checksum(y_symbols[i], z_symbols[i]))
-            for i in range(x.shape[0])
-        ]
+        if x.device.type == "cpu":
+            latents = map_tiles(lambda tile: self._analyse(tile[None], quality), list(x))
+            y = torch.cat([a for a, _ in latents]).cpu()
+            z = torch.cat([b for _, b in latents]).cpu()
+        else:
+            y, z = self._analyse(x, quality)
+            y, z = y.float().cpu(), z.float().cpu()
+        z_symbols = self.z_tables.clip((z - self._medians).numpy())
+
+        def code(i: int) -> CodedTile:
+            scales, means = self._latent_parameters(z_symbols[i])
+            y_symbols = clip_symbols((y[i] - means).numpy())
+            return CodedTile((encode_gaussian(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols[i])),
+                             symbol_checksum(y_symbols, z_symbols[i]))
+
+        return map_tiles(code, range(x.shape[0]))
+
+    def _analyse(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        gain, _ = self._gains(x.shape[0], quality, self.network, x.device)
+        y = self.network.analysis(x, gain)
+        return y, self.network.h_a(y)
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
-        net = self.network
-        device = next(net.parameters()).device
-        z_shape = (net.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
-        z_symbols = np.stack([self.z_tables.decode(s[1], z_shape) for s in streams])
-        z_hat = torch.from_numpy(z_symbols).float().to(device) + self._medians().to(device)
-        scales, means = net.hyper_parameters(z_hat)
-        scales_np = scales.float().cpu().numpy()
-        y_symbols = np.stack([decode_gaussian(s[0], scales_np[i]) for i, s in enumerate(streams)])
-        _, inverse_gain = self._gains(len(streams), quality, device)
-        x_hat = net.synthesis(torch.from_numpy(y_symbols).float().to(device) + means, inverse_gain)
-        return x_hat, [symbol_checksum(y_symbols[i], z_symbols[i]) for i in range(len(streams))]
+        z_shape = (self.network.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
+        _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
+
+        def decode(tile: tuple[bytes, ...]) -> tuple[torch.Tensor, int]:
+            z_symbols = self.z_tables.decode(tile[1], z_shape)
+            scales, means = self._latent_parameters(z_symbols)
+            y_symbols = decode_gaussian(tile[0], scales.numpy())
+            x_hat = self._canonical.synthesis(torch.from_numpy(y_symbols[None]).float() + means[None], inverse_gain)
+            return x_hat, symbol_checksum(y_symbols, z_symbols)
+
+        decoded = map_tiles(decode, streams)
+        return torch.cat([x for x, _ in decoded]), [c for _, c in decoded]
