@@ -26,10 +26,9 @@ from typing import Any, ClassVar, Protocol
 import imagecodecs
 import numcodecs
 import numpy as np
-import torch
 from numcodecs.abc import Codec as NumcodecsCodec
 
-from numcodec_plugin import DEFAULT_MODEL, quality_range
+from numcodec_plugin import DEFAULT_MODEL, quality_range, tile_pool
 
 Streams = list[bytes]
 
@@ -58,8 +57,11 @@ def coded_bits(streams: Streams) -> int:
 
 
 def limit_threads(threads: int) -> None:
-    """Let torch use ``threads`` threads (the imagecodecs coders take theirs as a field)."""
-    torch.set_num_threads(threads)
+    """Let our codec code ``threads`` tiles at once (the imagecodecs coders take theirs as a field).
+
+    The codec runs torch single-threaded per tile for reproducibility and parallelises over tiles.
+    """
+    tile_pool.set_workers(threads)
 
 
 def jpeg2k_encode(image: np.ndarray, level: float | None, threads: int) -> bytes:

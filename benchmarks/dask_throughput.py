@@ -112,7 +112,7 @@ def run_one(codec: str, args: argparse.Namespace) -> dict[str, Any]:
         from numcodec_plugin import load_model
         from xr_terracodec.dask import configure_process
 
-        configure_process(torch_threads=1, **({"device": args.device} if args.device else {}))
+        configure_process(tile_threads=args.threads, **({"device": args.device} if args.device else {}))
         load_model(args.model, args.quality)  # not timed: loading happens once per process
     ds = source_cube(args.time_steps, args.size, sentinel2.scene(Path(args.data)).data)
     encoding, zarr_format = encoding_for(codec, ds, args)

@@ -36,6 +36,16 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def set_workers(workers: int) -> None:
+    """Use ``workers`` threads for tiles from now on (e.g. to give each Dask worker thread a share)."""
+    global _pool
+    os.environ["TERRACODEC_TILE_THREADS"] = str(workers)
+    with _lock:
+        old, _pool = _pool, None
+    if old is not None:
+        old.shutdown(wait=True)
+
+
 def map_tiles(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
     """``[function(item) for item in items]`` under ``torch.inference_mode``, in the shared pool, in order.
 

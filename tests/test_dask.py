@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ import zarr
 from distributed import Client, LocalCluster, Worker, get_task_stream
 
 import xr_terracodec
-from numcodec_plugin import ConfigurationError, engine, runtime
+from numcodec_plugin import ConfigurationError, engine, runtime, tile_pool
 from numcodec_plugin.models.registry import resolve_device
 from tests.conftest import TEST_MODEL
 from tests.test_encoding import QUALITY, cube, quiet_encoding
@@ -160,16 +161,16 @@ def test_batch_size_changes_neither_bytes_nor_decoded_values(tmp_path: Path, ds:
 
 
 def test_configure_process_sets_threads_zarr_batching_and_runtime() -> None:
-    threads, zarr_batch, settings = torch.get_num_threads(), zarr.config.get("codec_pipeline.batch_size"), runtime.settings()
+    zarr_batch, settings = zarr.config.get("codec_pipeline.batch_size"), runtime.settings()
     try:
-        configure_process(torch_threads=1, zarr_batch_size=16, batch_size=4)
-        assert torch.get_num_threads() == 1
+        configure_process(tile_threads=1, zarr_batch_size=16, batch_size=4)
+        assert os.environ["TERRACODEC_TILE_THREADS"] == "1"
         assert zarr.config.get("codec_pipeline.batch_size") == 16
         assert runtime.settings().batch_size == 4
         with pytest.raises(ConfigurationError, match="unknown runtime setting"):
             configure_process(batchsize=4)
     finally:
-        torch.set_num_threads(threads)
+        tile_pool.set_workers(os.cpu_count() or 1)
         zarr.config.set({"codec_pipeline.batch_size": zarr_batch})
         runtime.configure(**vars(settings))
 

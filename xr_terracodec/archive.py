@@ -221,7 +221,8 @@ def extend(destination: Destination, record: Record, times: Any, zarr_format: in
     for _, array in group.arrays():
         if _dims(array, zarr_format)[:1] == [TIME] and array.shape[0] != len(record.times):
             array.resize((len(record.times),) + array.shape[1:])
-    coordinate = xr.Dataset(coords={TIME: np.asarray(times, dtype="datetime64[ns]")})
+    # region writes skip indexes, so the new time values go as a plain coordinate
+    coordinate = xr.Dataset(coords={TIME: np.asarray(times, dtype="datetime64[ns]")}).drop_indexes(TIME)
     coordinate.to_zarr(destination.store(), region={TIME: slice(len(record.times) - len(times), len(record.times))},
                        mode="r+", consolidated=False, zarr_format=zarr_format)
 

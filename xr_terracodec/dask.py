@@ -10,8 +10,9 @@
 
 Where the work happens: a Dask task writing (or reading) one shard hands its chunks to Zarr,
 which runs the codec in *Zarr's* thread pool (``threading.max_workers``), up to
-``async.concurrency`` chunks at a time; torch then uses its own intra-op threads. The product of
-Zarr threads and torch threads should not exceed the cores of a worker; on a GPU, the runtime's
+``async.concurrency`` chunks at a time; the codec then codes tiles in one process-wide pool
+(:mod:`numcodec_plugin.tile_pool`), each with one torch thread. That pool's size bounds the cores
+the network uses, whatever the Zarr and Dask thread counts; on a GPU, the runtime's
 per-device slot (:mod:`numcodec_plugin.runtime`) keeps concurrent network calls from filling its
 memory. See docs/dask-gpus.md.
 """
@@ -31,7 +32,7 @@ import zarr
 from dask.diagnostics import ProgressBar
 from distributed import Client, LocalCluster, WorkerPlugin, get_client, progress as distributed_progress
 
-from numcodec_plugin import runtime
+from numcodec_plugin import runtime, tile_pool
 from numcodec_plugin.errors import ConfigurationError
 from numcodec_plugin.models.registry import load_model
 from xr_terracodec.encoding import chunk_for_writing, encoding as build_encoding, zarr_format_of
@@ -39,18 +40,19 @@ from xr_terracodec.encoding import chunk_for_writing, encoding as build_encoding
 GPU_RESOURCE = "GPU"
 
 
-def configure_process(*, torch_threads: int | None = None, zarr_threads: int | None = None,
+def configure_process(*, tile_threads: int | None = None, zarr_threads: int | None = None,
                       zarr_batch_size: int | None = None, **runtime_changes: Any) -> None:
     """Thread, batching and device settings of this process; ``None`` leaves a setting alone.
 
-    ``torch_threads``: torch intra-op threads per network call. ``zarr_threads``: Zarr's codec
+    ``tile_threads``: tiles coded side by side (the codec runs torch with one intra-op thread per
+    tile, see :mod:`numcodec_plugin.tile_pool`). ``zarr_threads``: Zarr's codec
     thread pool (takes effect only before Zarr's first use in the process). ``zarr_batch_size``:
     chunks Zarr hands to one codec call (their tiles share network batches; 16 = a whole default
     shard). Other keywords go to :func:`numcodec_plugin.runtime.configure` (``device``,
     ``batch_size``, ``max_concurrency``, ``max_batch_pixels``, ``oom_retry``).
     """
-    if torch_threads is not None:
-        torch.set_num_threads(torch_threads)
+    if tile_threads is not None:
+        tile_pool.set_workers(tile_threads)
     zarr_changes = {key: value for key, value in (("threading.max_workers", zarr_threads),
                                                   ("codec_pipeline.batch_size", zarr_batch_size)) if value is not None}
     if zarr_changes:
@@ -93,9 +95,9 @@ def cluster(scheduler: str | None = None, gpus: int | None = None, n_workers: in
       worker per GPU carrying ``resources={"GPU": 1}``, a ``dask_cuda.LocalCUDACluster`` when that is
       installed; without, ``n_workers`` (default 1) CPU workers and no GPU resource.
 
-    Each worker runs ``threads_per_worker`` Dask threads (default: its share of the cores) and as
-    many Zarr codec threads, each network call ``cores / (workers x threads)`` torch threads (at
-    least 1), so the machine is not oversubscribed. ``cluster_kwargs`` go to the cluster class
+    Each worker runs ``threads_per_worker`` Dask threads (default: its share of the cores), as many
+    Zarr codec threads, and a tile pool of ``cores / workers`` threads, so the machine is not
+    oversubscribed. ``cluster_kwargs`` go to the cluster class
     (e.g. ``processes=False``, ``dashboard_address=None``).
     """
     if scheduler is not None:
@@ -113,7 +115,7 @@ def cluster(scheduler: str | None = None, gpus: int | None = None, n_workers: in
     threads_per_worker = threads_per_worker or max(1, cores // n_workers)
     settings: dict[str, Any] = {}
     if cluster_kwargs.get("processes", True):  # threads of in-process workers are the caller's to set
-        settings = {"torch_threads": max(1, cores // (n_workers * threads_per_worker)), "zarr_threads": threads_per_worker}
+        settings = {"tile_threads": max(1, cores // n_workers), "zarr_threads": threads_per_worker}
     if gpus:
         cluster_kwargs.setdefault("resources", {GPU_RESOURCE: 1})
     use_dask_cuda = bool(gpus) and importlib.util.find_spec("dask_cuda") is not None
