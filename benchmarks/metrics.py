@@ -21,25 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-REFLECTANCE_PEAK = 10000.0
-UINT16_PEAK = 65535.0
+from xr_terracodec.metrics import REFLECTANCE_PEAK, UINT16_PEAK, psnr, spectral_angles
+
 #: PSNR interval of the BD-rates (peak 10000), intersected with the curves' common range.
 BD_PSNR_RANGE = (30.0, 50.0)
-
-
-def psnr(mse: float, peak: float = REFLECTANCE_PEAK) -> float:
-    """Peak signal-to-noise ratio in dB (infinite for a lossless result)."""
-    return math.inf if mse == 0 else 10.0 * math.log10(peak * peak / mse)
-
-
-def spectral_angles(original: np.ndarray, decoded: np.ndarray) -> np.ndarray:
-    """Angles in degrees between the (band, y, x) arrays' pixel spectra, where neither is all zero."""
-    a = original.reshape(original.shape[0], -1).astype(np.float64)
-    b = decoded.reshape(decoded.shape[0], -1).astype(np.float64)
-    norms = np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0)
-    valid = norms > 0
-    cosine = np.clip((a[:, valid] * b[:, valid]).sum(axis=0) / norms[valid], -1.0, 1.0)
-    return np.degrees(np.arccos(cosine))
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,7 @@ import numpy as np
 import torch
 
 from numcodec_plugin import DEFAULT_MODEL, engine, quality_range
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(10000.0**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+from xr_terracodec import metrics
 
 
 def test_default_codec_uses_the_bundled_model() -> None:
@@ -27,7 +24,7 @@ def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:
     results = []
     for quality in (lo, (lo + hi) / 2, hi):
         data = numcodecs.get_codec({"id": "terracodec", "quality": quality}).encode(x)
-        results.append((len(data) * 8 / x.size, _psnr(x, engine.decode(data))))
+        results.append((len(data) * 8 / x.size, metrics.psnr(metrics.mse(x, engine.decode(data)))))
     rates, psnrs = zip(*results)
     assert rates[0] < rates[1] < rates[2], results
     assert psnrs[0] < psnrs[1] < psnrs[2], results

@@ -15,12 +15,13 @@ from numcodec_plugin import (
 )
 from numcodec_plugin.scoped_determinism import deterministic_torch
 from tests.conftest import TEST_MODEL
+from xr_terracodec import metrics
 
 SETTINGS = engine.EncodeSettings(model=TEST_MODEL, quality=3)
 
 
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 10000.0) -> float:
-    return float(10 * np.log10(peak**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return metrics.psnr(metrics.mse(a, b))
 
 
 @pytest.mark.parametrize("height, width", [(264, 264), (1000, 700), (37, 301), (256, 256)])

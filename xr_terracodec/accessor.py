@@ -21,11 +21,9 @@ import xarray as xr
 from numcodec_plugin import engine
 from numcodec_plugin.errors import ConfigurationError
 from numcodec_plugin.settings import normalise_settings
+from xr_terracodec import metrics
 from xr_terracodec.band_names import are_band_names, band_id, to_model_order
 from xr_terracodec.encoding import BAND_DIM, VariablePlan, band_dimension, encoding, model_layout, plan_variable
-
-#: peak value for PSNR, in DN (reflectance 1.0)
-PSNR_PEAK_DN = 10000.0
 
 
 def _in_model_order(obj: xr.DataArray | xr.Dataset, model: str | None) -> xr.DataArray | xr.Dataset:
@@ -122,13 +120,13 @@ class DataArrayAccessor:
         result = {
             "bits_per_pixel_per_band": 8.0 * nbytes / da.size,
             "compression_ratio": da.nbytes / nbytes,
-            "psnr_db": _psnr(original[valid], restored[valid]),
-            "sam_deg": _sam_degrees(original, restored, valid.all(axis=-1)),
+            "psnr_db": metrics.psnr(metrics.mse(original[valid], restored[valid])) if valid.any() else math.inf,
+            "sam_deg": float(np.mean(metrics.spectral_angles(original, restored, -1, valid.all(axis=-1)))) if valid.any() else 0.0,
         }
         if show:
             print(f"{da.name or 'array'}: {result['bits_per_pixel_per_band']:.4f} bits/pixel/band "
                   f"(ratio {result['compression_ratio']:.1f}:1), PSNR {result['psnr_db']:.2f} dB "
-                  f"(peak {PSNR_PEAK_DN:g} DN), SAM {result['sam_deg']:.3f} deg")
+                  f"(peak {metrics.REFLECTANCE_PEAK:g} DN), SAM {result['sam_deg']:.3f} deg")
         return result
 
 
@@ -158,19 +156,3 @@ def _code(da: xr.DataArray, quality: float | None, model: str | None, chunk_size
 def _pad(block: np.ndarray, tile: tuple[int, int], nodata: float) -> np.ndarray:
     pad = ((0, 0), (0, tile[0] - block.shape[-2]), (0, tile[1] - block.shape[-1]))
     return np.pad(block, pad, constant_values=np.asarray(nodata).astype(block.dtype)) if any(p[1] for p in pad) else block
-
-
-def _psnr(original: np.ndarray, restored: np.ndarray) -> float:
-    mse = float(np.mean((original - restored) ** 2)) if original.size else 0.0
-    return math.inf if mse == 0 else 10.0 * math.log10(PSNR_PEAK_DN ** 2 / mse)
-
-
-def _sam_degrees(original: np.ndarray, restored: np.ndarray, valid: np.ndarray) -> float:
-    """Mean angle between original and restored spectra (bands on the last axis) over ``valid`` pixels."""
-    a, b = original[valid], restored[valid]
-    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)
-    usable = norms > 0
-    if not usable.any():
-        return 0.0
-    cosine = np.clip(np.sum(a * b, axis=-1)[usable] / norms[usable], -1.0, 1.0)
-    return float(np.degrees(np.arccos(cosine)).mean())

@@ -32,8 +32,7 @@ from numcodec_plugin.engine import DEFAULT_DN_SCALE
 from numcodec_plugin.errors import ConfigurationError
 from numcodec_plugin.models.registry import load_model
 from numcodec_plugin.settings import normalise_settings
-from xr_terracodec import archive
-from xr_terracodec.accessor import PSNR_PEAK_DN, _psnr, _sam_degrees
+from xr_terracodec import archive, metrics
 from xr_terracodec.archive import COMPLETE, CREATING, WRITING, Destination, Record
 from xr_terracodec.encoding import chunk_for_writing
 from xr_terracodec.sources import open_source
@@ -116,7 +115,7 @@ class Summary:
             f"size: {_bytes(self.raw_bytes)} raw -> {_bytes(self.stored_bytes)} stored, ratio {self.ratio:.1f}:1",
         ]
         if self.sampled_chunks:
-            lines.append(f"quality: PSNR {self.psnr_db:.2f} dB (peak {PSNR_PEAK_DN:g} DN), SAM {self.sam_deg:.3f} deg "
+            lines.append(f"quality: PSNR {self.psnr_db:.2f} dB (peak {metrics.REFLECTANCE_PEAK:g} DN), SAM {self.sam_deg:.3f} deg "
                          f"on {self.sampled_chunks} sampled chunk(s) vs the source")
         return "\n".join(lines)
 
@@ -297,7 +296,9 @@ def _sample_quality(job: Plan) -> tuple[float | None, float | None, int]:
         restored.append(np.moveaxis(stored.isel(time=job.first + int(step), **window).values, 0, -1).astype(np.float64))
     a, b = np.stack(originals), np.stack(restored)
     valid = a != nodata
-    return _psnr(a[valid], b[valid]), _sam_degrees(a, b, valid.all(axis=-1)), len(originals)
+    psnr = metrics.psnr(metrics.mse(a[valid], b[valid])) if valid.any() else math.inf
+    angles = metrics.spectral_angles(a, b, band_axis=-1, valid=valid.all(axis=-1))
+    return psnr, float(angles.mean()) if angles.size else 0.0, len(originals)
 
 
 def _describe_source(source: Mapping[str, Any]) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 import xarray as xr
 
 from numcodec_plugin.models.bands import L2A_BANDS
-from xr_terracodec.accessor import PSNR_PEAK_DN, _psnr, _sam_degrees
+from xr_terracodec import metrics
 from xr_terracodec.archive import Destination
 from xr_terracodec.encoding import encoding
 
@@ -50,16 +50,15 @@ def demo(out: str | Path = "terracodec-demo") -> dict[str, float]:
     decode_s = time.perf_counter() - start
 
     stored = sum(path.stat().st_size for path in (store / "reflectance").rglob("*") if path.is_file())
-    original, restored = scene.astype(np.float64), decoded.astype(np.float64)
     numbers = {
         "compression_ratio": scene.nbytes / stored,
         "bits_per_pixel_per_band": 8.0 * stored / scene.size,
-        "psnr_db": _psnr(original, restored),
-        "sam_deg": _sam_degrees(np.moveaxis(original, 0, -1), np.moveaxis(restored, 0, -1), np.ones(scene.shape[1:], bool)),
+        "psnr_db": metrics.psnr(metrics.mse(scene, decoded)),
+        "sam_deg": float(metrics.spectral_angles(scene, decoded).mean()),
         "encode_s": encode_s,
         "decode_s": decode_s,
     }
-    per_band = {band: _psnr(original[i], restored[i]) for i, band in enumerate(L2A_BANDS)}
+    per_band = {band: metrics.psnr(metrics.mse(scene[i], decoded[i])) for i, band in enumerate(L2A_BANDS)}
     figure = out / FIGURE_NAME
     _figure(scene, decoded, figure)
 
@@ -68,7 +67,7 @@ def demo(out: str | Path = "terracodec-demo") -> dict[str, float]:
           f"model {codec.model} at quality {codec.quality:g}")
     print(f"ratio {numbers['compression_ratio']:.1f}:1 ({scene.nbytes / 2**20:.1f} MiB -> {stored / 2**20:.2f} MiB), "
           f"{numbers['bits_per_pixel_per_band']:.3f} bits per pixel per band")
-    print(f"PSNR {numbers['psnr_db']:.2f} dB (peak {PSNR_PEAK_DN:g} DN), SAM {numbers['sam_deg']:.3f} deg; "
+    print(f"PSNR {numbers['psnr_db']:.2f} dB (peak {metrics.REFLECTANCE_PEAK:g} DN), SAM {numbers['sam_deg']:.3f} deg; "
           f"encode {encode_s:.1f} s, decode {decode_s:.1f} s")
     print("PSNR per band (dB): " + "  ".join(f"{band} {value:.1f}" for band, value in per_band.items()))
     print(f"wrote {store} and {figure}")
