@@ -311,7 +311,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     coders.limit_threads(args.threads)
     tiles = load_tiles(args)
     trials = Trials()
-    rows = []
+    rows: list[BoundRow] = []
     for bound in args.bounds:
         print(f"E = {bound} DN: {len(tiles)} tiles", file=sys.stderr, flush=True)
         rows += bound_rows(tiles, bound, args, trials)

@@ -95,8 +95,8 @@ class Summary:
     raw_bytes: int
     stored_bytes: int
     seconds: float
-    psnr_db: float | None
-    sam_deg: float | None
+    psnr_db: float
+    sam_deg: float
     sampled_chunks: int
 
     @property
@@ -113,10 +113,9 @@ class Summary:
         lines = [
             f"archive: {self.destination}: {self.time_steps} time step(s), {self.written} written now in {self.seconds:.1f} s{rate}",
             f"size: {_bytes(self.raw_bytes)} raw -> {_bytes(self.stored_bytes)} stored, ratio {self.ratio:.1f}:1",
+            f"quality: PSNR {self.psnr_db:.2f} dB (peak {metrics.REFLECTANCE_PEAK:g} DN), SAM {self.sam_deg:.3f} deg "
+            f"on {self.sampled_chunks} sampled chunk(s) vs the source",
         ]
-        if self.sampled_chunks:
-            lines.append(f"quality: PSNR {self.psnr_db:.2f} dB (peak {metrics.REFLECTANCE_PEAK:g} DN), SAM {self.sam_deg:.3f} deg "
-                         f"on {self.sampled_chunks} sampled chunk(s) vs the source")
         return "\n".join(lines)
 
 
@@ -278,7 +277,7 @@ def _dask(scheduler: str | None, gpus: int | None, codec: Mapping[str, Any]) -> 
             client.cluster.close()
 
 
-def _sample_quality(job: Plan) -> tuple[float | None, float | None, int]:
+def _sample_quality(job: Plan) -> tuple[float, float, int]:
     """PSNR and SAM of the archive against the source on up to :data:`SAMPLE_CHUNKS` chunk-sized windows."""
     steps = job.pending or tuple(range(job.cube.sizes["time"]))
     source = job.cube[REFLECTANCE]
