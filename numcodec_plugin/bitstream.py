@@ -9,7 +9,7 @@ it without the codec configuration. Layout (little-endian)::
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0)
     | [residual layer: max_error u16*bands | reconstruction CRC-32 u32 | result CRC-32 u32
-    |  | scale index u8*(frames*bands) | shift u8*(frames*bands)
+    |  | scale index u8*(frames*bands*subbands) | shift u8*(frames*bands*subbands)
     |  | high, low, exceptions: varint length + bytes each]  (flag bit 1)
     | per tile, row-major over (frames, tile rows, tile columns):
     |     symbol checksum u32 | per stream: varint length + bytes
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numcodec_plugin import wavelet
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.models.base import CodedTile
 from numcodec_plugin.residual import ResidualLayer
@@ -192,10 +193,11 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
 def _unpack_residual(r: _Reader, header: ChunkHeader) -> ResidualLayer:
     bands, frames = header.shape[-3], header.tile_grid[0]
     *max_error, reconstruction_crc, result_crc = r.unpack(f"<{bands}HII", "residual layer")
-    per_frame_band = (frames, bands)
-    scale_index = np.frombuffer(r.take(frames * bands, "residual scales"), np.uint8).reshape(per_frame_band)
-    shift = np.frombuffer(r.take(frames * bands, "residual shifts"), np.uint8).reshape(per_frame_band)
-    if shift.max(initial=0) > 20:
+    subbands = 1 + 3 * wavelet.levels_for(header.shape[-2], header.shape[-1])
+    shape, n = (frames, bands, subbands), frames * bands * subbands
+    scale_index = np.frombuffer(r.take(n, "residual scales"), np.uint8).reshape(shape)
+    shift = np.frombuffer(r.take(n, "residual shifts"), np.uint8).reshape(shape)
+    if shift.max(initial=0) > 24:
         raise BitstreamError("corrupt chunk: residual shift out of range")
     high, low, exceptions = (bytes(r.take(r.varint("residual stream"), "residual stream")) for _ in range(3))
     return ResidualLayer(tuple(max_error), reconstruction_crc, result_crc, scale_index, shift, high, low, exceptions)

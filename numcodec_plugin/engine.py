@@ -157,9 +157,13 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
 
 
 def bounded_quality_candidates(model: str | None) -> list[float]:
-    """Qualities tried per chunk under an error bound: four spread over the upper 3/4 of the range."""
+    """Qualities tried per chunk under an error bound: the three lowest, the middle and the highest.
+
+    Low qualities win when the learned layer is coarse relative to the bound (the residual layer
+    then carries the detail more cheaply); high ones when the network reconstructs finely.
+    """
     lo, hi = quality_range(model)
-    return sorted({float(round(q)) for q in np.linspace(lo, hi, 5)[1:]})
+    return sorted({float(q) for q in (lo, lo + 1, lo + 2, round((lo + hi) / 2), hi) if q <= hi})
 
 
 def _compress_tiles(coder: TileCoder, tiles: np.ndarray, quality: float, batch_size: int) -> list[CodedTile]:

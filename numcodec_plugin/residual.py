@@ -5,11 +5,12 @@ learned reconstruction (both as integers) is quantised with step ``2E + 1``::
 
     q = sign(r) * floor((|r| + E) / (2E + 1)),   x' = x_hat + q * (2E + 1),   |x' - x| <= E
 
-and ``q`` is entropy-coded with a zero-mean discretised Laplace law whose scale is stored per
-frame and band (one byte each). ``E = 0`` is lossless. Float32 chunks support ``E = 0`` only:
+and ``q`` is decorrelated by the reversible 5/3 wavelet (:mod:`numcodec_plugin.wavelet`) and
+entropy-coded with zero-mean discretised Laplace laws whose scales are stored per frame, band
+and subband (one byte each). ``E = 0`` is lossless. Float32 chunks support ``E = 0`` only:
 their residual is taken between the IEEE bit patterns mapped to ordered integers, so decoding is
-bit-exact. Residuals too wide for the coder's alphabet are split into a Laplace-coded high part
-and uniformly coded low bits (``shift`` per frame and band). The rare valid value that would land
+bit-exact. Coefficients too wide for the coder's alphabet are split into a Laplace-coded high part
+and uniformly coded low bits (``shift`` per frame, band and subband). The rare valid value that would land
 exactly on the no-data value is stored verbatim in an exception list.
 
 The decoder must reproduce ``x_hat`` bit for bit; a CRC-32 of it is stored and checked, so a
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numcodec_plugin import wavelet
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError
 from numcodec_plugin.models.entropy_coding import (
     decode_laplace,
@@ -41,8 +43,8 @@ class ResidualLayer:
     max_error: tuple[int, ...]  # per band, DN
     reconstruction_crc: int  # CRC-32 of x_hat's bytes
     result_crc: int  # CRC-32 of the bounded result's bytes (catches corrupt residual streams)
-    scale_index: np.ndarray  # (frames, bands) uint8: Laplace scale 2 ** ((i - 96) / 16)
-    shift: np.ndarray  # (frames, bands) uint8: low bits coded uniformly
+    scale_index: np.ndarray  # (frames, bands, subbands) uint8: Laplace scale 2 ** ((i - 96) / 16)
+    shift: np.ndarray  # (frames, bands, subbands) uint8: low bits coded uniformly
     high: bytes
     low: bytes
     exceptions: bytes  # zlib of (int64 flat index, int64 ordered value) pairs, or b""
@@ -76,14 +78,23 @@ def from_ordered(ordered: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return bits.astype(np.uint32).view(np.float32)
 
 
-def _scale_index(high: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    mean_abs = np.abs(high).sum(axis=(-2, -1)) / np.maximum(valid.sum(axis=(-2, -1)), 1)
+def _scale_index(band: np.ndarray) -> np.ndarray:
+    """(frames, bands) byte indexes of the Laplace scale of one subband's high parts."""
+    mean_abs = np.abs(band).mean(axis=(-2, -1)) if band.shape[-1] * band.shape[-2] else np.zeros(band.shape[:2])
     return np.clip(np.rint(16 * np.log2(mean_abs + 1 / 64)) + 96, 0, 255).astype(np.uint8)
 
 
 def _scales(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     per_band = np.maximum(2.0 ** ((index.astype(np.float64) - 96) / 16), 1 / 64)
     return np.broadcast_to(per_band[..., None, None], shape)
+
+
+def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shift, high, low) of one subband: high parts fit the Laplace coder, low bits go uniform."""
+    widest = np.abs(band).max(axis=(-2, -1)) if band.size else np.zeros(band.shape[:2], np.int64)
+    shift = np.maximum(0, np.ceil(np.log2(widest + 1)).astype(np.int64) - _HIGH_BITS).astype(np.uint8)
+    high = band >> shift[..., None, None]
+    return shift, high, band - (high << shift[..., None, None])
 
 
 def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray | None,
@@ -93,19 +104,26 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     step = (2 * np.asarray(max_error, np.int64) + 1)[None, :, None, None]
     residual = np.where(valid, to_ordered(original) - to_ordered(reconstruction), 0)
     q = np.sign(residual) * ((np.abs(residual) + step // 2) // step)
-    widest = np.abs(q).max(axis=(-2, -1))
-    shift = np.maximum(0, np.ceil(np.log2(widest + 1)).astype(np.int64) - _HIGH_BITS).astype(np.uint8)
-    high = q >> shift[..., None, None]
-    low = q - (high << shift[..., None, None])
-    scale_index = _scale_index(high, valid)
-    sizes = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], q.shape)
-    coded_low = low[sizes > 1], sizes[sizes > 1]
+    levels = wavelet.levels_for(*q.shape[-2:])
+    shifts, highs, lows, scale_indexes, scales, sizes = [], [], [], [], [], []
+    for band in wavelet.forward(q, levels):
+        shift, high, low = _split(band)
+        index = _scale_index(high)
+        shifts.append(shift)
+        scale_indexes.append(index)
+        highs.append(high.reshape(-1))
+        scales.append(_scales(index, high.shape).reshape(-1))
+        size = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], band.shape)
+        lows.append(low[size > 1])
+        sizes.append(size[size > 1])
+    low_symbols, low_sizes = np.concatenate(lows), np.concatenate(sizes)
     exceptions = _exceptions(original, reconstruction, q, step, valid, nodata)
     result = _bounded_result(reconstruction, q, step, exceptions)
     return ResidualLayer(
-        max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), zlib.crc32(result.tobytes()), scale_index, shift,
-        encode_laplace(high, _scales(scale_index, q.shape)),
-        encode_uniform(*coded_low) if coded_low[0].size else b"", exceptions,
+        max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), zlib.crc32(result.tobytes()),
+        np.stack(scale_indexes, axis=-1), np.stack(shifts, axis=-1),
+        encode_laplace(np.concatenate(highs), np.concatenate(scales)),
+        encode_uniform(low_symbols, low_sizes) if low_symbols.size else b"", exceptions,
     )
 
 
@@ -129,15 +147,27 @@ def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarr
             "the learned reconstruction here differs from the encoder's (device or library version), "
             "so the chunk's error bound cannot be guaranteed; decode it where the network output matches"
         )
-    shape = reconstruction.shape
-    if layer.scale_index.shape != shape[:2] or layer.shift.shape != shape[:2]:
-        raise EntropyModelMismatchError("residual layer does not match the chunk's frames and bands")
-    high = decode_laplace(layer.high, _scales(layer.scale_index, shape)).astype(np.int64)
-    shift = layer.shift.astype(np.int64)[..., None, None]
-    q = high << shift
-    sizes = np.broadcast_to(1 << shift, shape)
-    if (sizes > 1).any():
-        q[sizes > 1] += decode_uniform(layer.low, sizes[sizes > 1])
+    frames, bands, height, width = reconstruction.shape
+    levels = wavelet.levels_for(height, width)
+    shapes = wavelet.subband_shapes(height, width, levels)
+    if layer.scale_index.shape != (frames, bands, len(shapes)) or layer.shift.shape != layer.scale_index.shape:
+        raise EntropyModelMismatchError("residual layer does not match the chunk's frames, bands and subbands")
+    full = [(frames, bands) + shape for shape in shapes]
+    scales = np.concatenate([_scales(layer.scale_index[..., i], s).reshape(-1) for i, s in enumerate(full)])
+    highs = decode_laplace(layer.high, scales).astype(np.int64)
+    sizes = [np.broadcast_to((1 << layer.shift[..., i].astype(np.int64))[..., None, None], s) for i, s in enumerate(full)]
+    coded_low = np.concatenate([size[size > 1] for size in sizes])
+    lows = decode_uniform(layer.low, coded_low).astype(np.int64) if coded_low.size else coded_low
+    subbands, offset, low_offset = [], 0, 0
+    for i, (shape, size) in enumerate(zip(full, sizes)):
+        count = int(np.prod(shape))
+        band = highs[offset:offset + count].reshape(shape) << layer.shift[..., i].astype(np.int64)[..., None, None]
+        offset += count
+        wide = size > 1
+        band[wide] += lows[low_offset:low_offset + int(wide.sum())]
+        low_offset += int(wide.sum())
+        subbands.append(band)
+    q = wavelet.inverse(subbands, levels)
     step = (2 * np.asarray(layer.max_error, np.int64) + 1)[None, :, None, None]
     result = _bounded_result(reconstruction, q, step, layer.exceptions)
     if zlib.crc32(result.tobytes()) != layer.result_crc:

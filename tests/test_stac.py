@@ -9,6 +9,8 @@ import pytest
 
 pytest.importorskip("pystac_client")
 pytest.importorskip("odc.stac")
+pytestmark = [pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning"),
+              pytest.mark.filterwarnings("ignore:The 'shapely.ops.transform:DeprecationWarning")]
 
 import pystac  # noqa: E402
 
