@@ -22,4 +22,5 @@ def test_forward_inverse_is_identity(height: int, width: int, seed: int, span: i
 def test_smooth_images_compact_into_the_low_band() -> None:
     y, x = np.mgrid[:64, :64]
     bands = wavelet.forward((1000 + 3 * y + 2 * x)[None, None], 3)
-    assert all(np.abs(b).max() <= 1 for b in bands[4:])  # finest details of a linear ramp vanish
+    # away from the mirrored right/bottom edge, the details of a linear ramp vanish
+    assert all(np.abs(b[..., :-1, :-1]).max() <= 1 for b in bands[1:])
