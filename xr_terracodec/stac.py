@@ -184,12 +184,11 @@ def mask_assets(items: Sequence[Any], masks: Sequence[str]) -> dict[str, str]:
     """Variable name (lower case) -> asset key of each mask (matched ignoring case, e.g. ``scl`` -> ``SCL``)."""
     result = {}
     for mask in masks:
-        keys = {item.id: [key for key in item.assets if key.lower() == mask.lower()] for item in items}
-        lacking = [item_id for item_id, found in keys.items() if not found]
-        if lacking:
-            raise ConfigurationError(f"item(s) {', '.join(lacking[:5])} have no {mask!r} asset "
-                                     f"(assets of {lacking[0]}: {', '.join(items[list(keys).index(lacking[0])].assets)})")
-        result[mask.lower()] = keys[items[0].id][0]
+        for item in reversed(items):
+            keys = [key for key in item.assets if key.lower() == mask.lower()]
+            if not keys:
+                raise ConfigurationError(f"item {item.id} has no {mask!r} asset (assets: {', '.join(item.assets)})")
+        result[mask.lower()] = keys[0]
     return result
 
 
