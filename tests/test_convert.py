@@ -28,7 +28,6 @@ from numcodec_plugin.models.bands import L2A_BANDS  # noqa: E402
 from numcodec_plugin.models.registry import load_model  # noqa: E402
 from tests._stac_api import ACQUISITIONS, EPSG, ORIGIN, free_port, scl_of, series, stac_api  # noqa: E402,F401
 from tests.conftest import TEST_MODEL  # noqa: E402
-from xr_terracodec.archive import Destination  # noqa: E402
 from xr_terracodec.cli import main  # noqa: E402
 from xr_terracodec.convert import convert  # noqa: E402
 
@@ -118,6 +117,7 @@ def test_geotiffs_one_file_per_date_to_zarr_v2(series: np.ndarray, tmp_path: Pat
     assert json.loads((dest / "reflectance" / ".zarray").read_text())["compressor"]["id"] == "terracodec"
 
 
+@pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
 def test_zarr_store_with_other_names_to_an_fsspec_destination(series: np.ndarray, tmp_path: Path) -> None:
     source = tmp_path / "other-tool.zarr"
     order = [5, 0, 11, 3, 1, 2, 4, 6, 7, 8, 9, 10]
@@ -134,7 +134,15 @@ def test_zarr_store_with_other_names_to_an_fsspec_destination(series: np.ndarray
     assert summary.stored_bytes > 0 and ds.attrs["terracodec"]["sources"][0]["source"]["type"] == "zarr"
 
 
-@pytest.mark.parametrize("moment", ["while creating", "after the first step", "after the first appended step"])
+MOMENTS = {
+    "as the store appears": lambda dest, before: dest.exists(),
+    "while creating the arrays": lambda dest, before: _record(dest).get("state") == "creating",
+    "after the first step": lambda dest, before: len(_record(dest).get("done", [])) > before,
+    "after the first appended step": lambda dest, before: len(_record(dest).get("done", [])) > before,
+}
+
+
+@pytest.mark.parametrize("moment", list(MOMENTS))
 def test_killed_conversion_resumes_to_the_same_archive(stac_api: str, tmp_path: Path, moment: str) -> None:
     reference = tmp_path / "reference.zarr"
     convert(stac_api, reference, masks=["scl"], **OPTIONS)
@@ -148,9 +156,9 @@ def test_killed_conversion_resumes_to_the_same_archive(stac_api: str, tmp_path: 
         written_before = 2
 
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    done = _kill_when(process, dest, lambda: dest.exists() if moment == "while creating"
-                      else len(_done_steps(dest)) > written_before)
-    if moment != "while creating":
+    _kill_when(process, lambda: MOMENTS[moment](dest, written_before))
+    done = _record(dest).get("done", [])
+    if moment.startswith("after"):
         assert written_before < len(done) < 4, f"killed {moment}, but steps {done} were written"
     step_files = {p: p.stat().st_mtime_ns for i in done for p in dest.glob(f"*/c/{i}/**/*") if p.is_file()}
 
@@ -160,8 +168,8 @@ def test_killed_conversion_resumes_to_the_same_archive(stac_api: str, tmp_path: 
     assert {p: p.stat().st_mtime_ns for p in step_files} == step_files  # complete steps were not rewritten
 
 
-def _kill_when(process: subprocess.Popen, dest: Path, ready: Callable[[], bool]) -> list[int]:
-    """Kill -9 ``process`` as soon as ``ready()``; returns the steps its record lists as written then."""
+def _kill_when(process: subprocess.Popen, ready: Callable[[], bool]) -> None:
+    """Kill -9 ``process`` as soon as ``ready()``."""
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -169,17 +177,18 @@ def _kill_when(process: subprocess.Popen, dest: Path, ready: Callable[[], bool])
         if ready():
             process.kill()
             process.wait()
-            return _done_steps(dest)
-        time.sleep(0.005)
+            return
+        time.sleep(0.002)
     process.kill()
     pytest.fail("conversion did not get there in time")
 
 
-def _done_steps(dest: Path) -> list[int]:
+def _record(dest: Path) -> dict:
+    """The archive's ``terracodec`` record as stored right now ({} if there is none yet)."""
     try:
-        return json.loads((dest / "zarr.json").read_text())["attributes"]["terracodec"]["done"]
+        return json.loads((dest / "zarr.json").read_text())["attributes"]["terracodec"]
     except (OSError, KeyError, ValueError):
-        return []
+        return {}
 
 
 def test_append_adds_only_new_dates(stac_api: str, tmp_path: Path) -> None:

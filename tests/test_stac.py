@@ -22,7 +22,7 @@ from xr_terracodec import stac  # noqa: E402
 MAIN = [acq for acq in ACQUISITIONS if acq.collection == "sentinel-2-l2a"]
 
 
-def test_search_filters_on_the_server_and_by_cloud_cover(stac_api: str) -> None:
+def test_search_by_date_cloud_cover_and_count(stac_api: str) -> None:
     everything = stac.search(stac_api)
     assert [item.datetime.isoformat()[:10] for item in everything] == [acq.datetime[:10] for acq in MAIN]
     clear = stac.search(stac_api, max_cloud=30)

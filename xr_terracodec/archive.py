@@ -63,10 +63,6 @@ class Record:
     sources: list[dict[str, Any]] = field(default_factory=list)
     version: int = FORMAT_VERSION
 
-    @property
-    def complete(self) -> bool:
-        return len(self.done) == len(self.times)
-
     def to_attrs(self) -> dict[str, Any]:
         return {ATTR: asdict(self)}
 

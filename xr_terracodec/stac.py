@@ -22,7 +22,6 @@ removed it; otherwise ``s2:processing_baseline >= 04.00`` means the offset is in
 from __future__ import annotations
 
 import datetime as dt
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -182,14 +181,14 @@ def _asset_keys(item: Any, bands: Sequence[str]) -> list[str | None]:
 
 def mask_assets(items: Sequence[Any], masks: Sequence[str]) -> dict[str, str]:
     """Variable name (lower case) -> asset key of each mask (matched ignoring case, e.g. ``scl`` -> ``SCL``)."""
-    result = {}
-    for mask in masks:
-        for item in reversed(items):
-            keys = [key for key in item.assets if key.lower() == mask.lower()]
-            if not keys:
-                raise ConfigurationError(f"item {item.id} has no {mask!r} asset (assets: {', '.join(item.assets)})")
-        result[mask.lower()] = keys[0]
-    return result
+    return {mask.lower(): [_mask_key(item, mask) for item in items][0] for mask in masks}
+
+
+def _mask_key(item: Any, mask: str) -> str:
+    for key in item.assets:
+        if key.lower() == mask.lower():
+            return key
+    raise ConfigurationError(f"item {item.id} has no {mask!r} asset (assets: {', '.join(item.assets)})")
 
 
 def load(items: Sequence[Any], *, model: str | None = None, masks: Sequence[str] = (),
@@ -212,13 +211,11 @@ def load(items: Sequence[Any], *, model: str | None = None, masks: Sequence[str]
     band_keys = band_assets(items, bands)
     mask_keys = mask_assets(items, masks)
     offsets = _offsets_per_day(items) if harmonise else None
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*raster:bands.*")  # odc-stac falls back to the file's metadata
-        ds = odc.stac.load(
-            items, bands=band_keys + list(mask_keys.values()), groupby=lambda item, parsed, index: solar_day(item),
-            resolution=RESOLUTION_M, crs=crs, bbox=tuple(bbox) if bbox is not None else None,
-            chunks={"time": 1, "y": chunk_size, "x": chunk_size}, dtype="uint16", nodata=0, resampling="nearest",
-        )
+    ds = odc.stac.load(
+        items, bands=band_keys + list(mask_keys.values()), groupby=lambda item, parsed, index: solar_day(item),
+        resolution=RESOLUTION_M, crs=crs, bbox=tuple(bbox) if bbox is not None else None,
+        chunks={"time": 1, "y": chunk_size, "x": chunk_size}, dtype="uint16", nodata=0, resampling="nearest",
+    )
     reflectance = xr.concat([ds[key] for key in band_keys], dim="band", coords="minimal", compat="override")
     reflectance = reflectance.assign_coords(band=list(bands)).transpose("time", "band", "y", "x")
     if offsets is not None:
