@@ -318,10 +318,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"timing on {tiles[0].name}", file=sys.stderr, flush=True)
     text = reporting.report("Lossless and error-bounded benchmark", "benchmarks/bounds_benchmark.py", argv,
                             args.threads, args.model, sections(tiles, rows, args), args.note)
-    print(text)
-    if args.out:
-        reporting.write(args.out / "bounds.md", text)
-        print(f"wrote {args.out / 'bounds.md'}", file=sys.stderr)
+    reporting.publish(text, args.out, "bounds.md")
 
 
 if __name__ == "__main__":

@@ -121,10 +121,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         + reporting.markdown_table(OVERHEAD_HEADERS, overhead, 1),
     ]
     text = reporting.report("Codec speed", "benchmarks/codec_speed.py", argv, args.threads, args.model, sections, args.note)
-    print(text)
-    if args.out:
-        reporting.write(args.out / "codec_speed.md", text)
-        print(f"wrote {args.out / 'codec_speed.md'}", file=sys.stderr)
+    reporting.publish(text, args.out, "codec_speed.md")
 
 
 if __name__ == "__main__":

@@ -180,11 +180,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     text = reporting.report("Rate-distortion benchmark", "benchmarks/rd_benchmark.py", argv, args.threads, args.model,
                             sections, args.note)
-    print(text)
+    reporting.publish(text + "\n![PSNR against rate](rd.png)\n", args.out, "rd.md")
     if args.out:
-        reporting.write(args.out / "rd.md", text + "\n![PSNR against rate](rd.png)\n")
         plot(points, args.out / "rd.png")
-        print(f"wrote {args.out / 'rd.md'} and {args.out / 'rd.png'}", file=sys.stderr)
 
 
 if __name__ == "__main__":

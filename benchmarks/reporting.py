@@ -79,3 +79,11 @@ def write(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, creating the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def publish(text: str, out: Path | None, filename: str) -> None:
+    """Print a report and, with ``out``, also write it as ``out/filename``."""
+    print(text)
+    if out:
+        write(out / filename, text)
+        print(f"wrote {out / filename}", file=sys.stderr)

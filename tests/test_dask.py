@@ -22,21 +22,11 @@ import xr_terracodec
 from numcodec_plugin import ConfigurationError, engine, runtime, tile_pool
 from numcodec_plugin.models.registry import resolve_device
 from tests.conftest import TEST_MODEL
-from tests.test_encoding import QUALITY, cube, quiet_encoding
+from tests.test_encoding import QUALITY, ds, in_memory, quiet_encoding  # noqa: F401  (ds, in_memory: fixtures)
 from xr_terracodec.dask import cluster, configure_process, gpu_tasks, write
 
 DEVICE = str(resolve_device())
 TILE = 256 * 256
-
-
-@pytest.fixture(scope="module")
-def ds(s2_series: np.ndarray) -> xr.Dataset:
-    return cube(s2_series)
-
-
-@pytest.fixture(scope="module")
-def in_memory(ds: xr.Dataset) -> np.ndarray:
-    return ds.reflectance.tec.roundtrip(quality=QUALITY, model=TEST_MODEL).values
 
 
 @pytest.fixture(scope="module")
