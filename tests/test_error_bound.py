@@ -99,3 +99,19 @@ def test_bound_through_zarr_stores(tmp_path: Path, s2_series: np.ndarray, fmt: s
     back = xr.open_zarr(tmp_path / "b.zarr").reflectance.values
     assert np.abs(back.astype(int) - data).max() <= 4
     np.testing.assert_array_equal(back == 0, data == 0)
+
+
+def test_bound_through_encoding_helper_and_convert(tmp_path: Path, s2_series: np.ndarray) -> None:
+    import xr_terracodec
+    from xr_terracodec.cli import main
+
+    data = s2_series[:, :, :130, :140].copy()
+    ds = xr.Dataset({"reflectance": (("time", "band", "y", "x"), data)})
+    ds.to_zarr(tmp_path / "src.zarr", encoding=xr_terracodec.encoding(ds, model=TEST_MODEL, max_error=3))
+    assert np.abs(xr.open_zarr(tmp_path / "src.zarr").reflectance.values.astype(int) - data).max() <= 3
+    assert main(["convert", str(tmp_path / "src.zarr"), str(tmp_path / "out.zarr"), "--model", TEST_MODEL,
+                 "--quality", "2", "--max-error", "7", "--no-progress"]) == 0
+    stored = xr.open_zarr(tmp_path / "out.zarr")
+    source = xr.open_zarr(tmp_path / "src.zarr").reflectance.values.astype(int)
+    assert np.abs(stored.reflectance.values.astype(int) - source).max() <= 7
+    assert stored.attrs["terracodec"]["layout"]["codec"]["max_error"] == 7

@@ -140,9 +140,14 @@ class Destination:
             zarr.consolidate_metadata(self.store(), zarr_format=zarr_format)
 
 
-def archive_encoding(cube: xr.Dataset, model: str, quality: float | None, zarr_format: int) -> dict[Hashable, dict[str, Any]]:
-    """``to_zarr`` encoding: TerraCodec for ``reflectance``, lossless Zstandard for masks, exact time."""
-    result = terracodec_encoding(cube, quality, model, zarr_format, variables=[REFLECTANCE])
+def archive_encoding(cube: xr.Dataset, codec: Mapping[str, Any]) -> dict[Hashable, dict[str, Any]]:
+    """``to_zarr`` encoding: TerraCodec for ``reflectance``, lossless Zstandard for masks, exact time.
+
+    ``codec``: the archive's codec settings (``model``, ``quality``, ``zarr_format``, ``max_error``).
+    """
+    zarr_format = codec["zarr_format"]
+    result = terracodec_encoding(cube, codec["quality"], codec["model"], zarr_format, variables=[REFLECTANCE],
+                                 max_error=codec.get("max_error"))
     coded = result[REFLECTANCE]
     for name in cube.data_vars:
         if name == REFLECTANCE:

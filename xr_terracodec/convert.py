@@ -73,7 +73,7 @@ class Plan:
             f"plan: {verb} {self.destination.url} (Zarr v{self.zarr_format})",
             f"source: {_describe_source(self.source)}: {len(labels)} time step(s), {labels[0]} .. {labels[-1]}",
             f"grid: {y} x {x} pixels, CRS {_crs_name(layout['grid']['crs'])}; bands {' '.join(layout['bands'])}",
-            f"codec: {codec['model']} (weights {codec['digest']}), quality {codec['quality']:g}",
+            f"codec: {codec['model']} (weights {codec['digest']}), {_quality_text(codec)}",
         ]
         for name, var in layout["variables"].items():
             storage = "TerraCodec" if name == REFLECTANCE else "zstd (lossless)"
@@ -123,7 +123,7 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
          bbox: Sequence[float] | None = None, datetime: str | None = None, max_cloud: float | None = None,
          max_items: int | None = None, sign: bool | None = None, masks: Sequence[str] = (), variable: str | None = None,
          model: str | None = None, quality: float | None = None, zarr_format: int | None = None, append: bool = False,
-         storage_options: Mapping[str, Any] | None = None) -> Plan:
+         storage_options: Mapping[str, Any] | None = None, max_error: float | Sequence[float] | None = None) -> Plan:
     """Open ``source``, read ``dest`` and decide the work; writes nothing.
 
     Parameters
@@ -144,15 +144,17 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
         middle quality and Zarr v3 (sharded).
     append:
         Add the source's dates to an existing complete archive; dates already present are refused.
+    max_error:
+        Per-pixel bound in DN (0 = lossless; docs/guarantees.md); default: the archive's, else none.
     """
     destination = Destination(str(dest), storage_options)
     existing = destination.read()
-    codec = _codec(existing, model, quality, zarr_format)
+    codec = _codec(existing, model, quality, zarr_format, max_error)
     query = {"collection": collection, "bbox": tuple(bbox) if bbox is not None else None, "datetime": datetime,
              "max_cloud": max_cloud, "max_items": max_items}
     opened = open_source(source, model=codec["model"], query=query, masks=masks, variable=variable, sign=sign,
                          storage_options=storage_options)
-    encoding = archive.archive_encoding(opened.cube, codec["model"], codec["quality"], codec["zarr_format"])
+    encoding = archive.archive_encoding(opened.cube, codec)
     cube = chunk_for_writing(opened.cube, {name: encoding[name] for name in opened.cube.data_vars})
     layout = archive.layout_of(cube, encoding, codec)
     times = archive.time_labels(cube["time"].values)
@@ -163,19 +165,30 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
     return Plan(action, destination, record, first, pending, cube, encoding, opened.description)
 
 
-def _codec(existing: Record | None, model: str | None, quality: float | None, zarr_format: int | None) -> dict[str, Any]:
+def _quality_text(codec: Mapping[str, Any]) -> str:
+    quality = "quality chosen per chunk" if codec["quality"] is None else f"quality {codec['quality']:g}"
+    return quality if codec.get("max_error") is None else f"{quality}, max error {codec['max_error']} DN"
+
+
+def _codec(existing: Record | None, model: str | None, quality: float | None, zarr_format: int | None,
+           max_error: float | Sequence[float] | None) -> dict[str, Any]:
     """Codec settings: given ones, else the archive's, else defaults; with the model's weights digest."""
     stored = existing.layout["codec"] if existing is not None else {}
     model = model or stored.get("model")
     if quality is None and model == stored.get("model"):
         quality = stored.get("quality")
+    if max_error is None:
+        max_error = stored.get("max_error")
     zarr_format = zarr_format or stored.get("zarr_format") or 3
     if zarr_format not in (2, 3):
         raise ConfigurationError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    settings = normalise_settings(model, quality, None, DEFAULT_DN_SCALE)
+    settings = normalise_settings(model, quality, None, DEFAULT_DN_SCALE, max_error)
     identity = load_model(settings.model, settings.quality, "cpu").identity
-    return {"model": settings.model, "digest": identity.digest.hex(), "quality": settings.quality,
-            "dn_scale": settings.dn_scale, "zarr_format": int(zarr_format)}
+    codec = {"model": settings.model, "digest": identity.digest.hex(), "quality": settings.quality,
+             "dn_scale": settings.dn_scale, "zarr_format": int(zarr_format)}
+    if settings.max_error is not None:
+        codec["max_error"] = list(settings.max_error) if isinstance(settings.max_error, tuple) else settings.max_error
+    return codec
 
 
 def _decide(existing: Record | None, layout: dict, times: list[str], append: bool, url: str,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +24,7 @@ import xarray as xr
 
 import numcodec_plugin
 import numcodec_plugin.zarr3
-from numcodec_plugin.engine import DEFAULT_DN_SCALE, SUPPORTED_DTYPES, default_nodata
+from numcodec_plugin.engine import DEFAULT_DN_SCALE, SUPPORTED_DTYPES, EncodeSettings, default_nodata
 from numcodec_plugin.errors import ConfigurationError
 from numcodec_plugin.models.registry import DEFAULT_MODEL, load_model
 from numcodec_plugin.settings import normalise_settings
@@ -125,7 +125,8 @@ def _shard_side(size: int, chunk: int, shard_size: int) -> int:
 
 def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = None, zarr_format: int = 3,
              shard: bool = True, *, variables: Iterable[Hashable] | None = None, chunk_size: int | None = None,
-             shard_size: int = DEFAULT_SHARD_SIZE, dn_scale: float = DEFAULT_DN_SCALE) -> dict[Hashable, dict[str, Any]]:
+             shard_size: int = DEFAULT_SHARD_SIZE, dn_scale: float = DEFAULT_DN_SCALE,
+             max_error: float | Sequence[float] | None = None) -> dict[Hashable, dict[str, Any]]:
     """``encoding=`` for ``ds.to_zarr`` compressing every data variable TerraCodec can take.
 
     Parameters
@@ -144,6 +145,9 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
         Chunk side in y and x (default: the model's tile size, 256).
     dn_scale:
         Float variables are multiplied by this to reach DN (reflectance x 10000).
+    max_error:
+        Per-pixel bound in DN (one value or one per band; 0 = lossless), see docs/guarantees.md.
+        Without ``quality`` the codec then picks the quality per chunk.
 
     Pass the same ``zarr_format`` to ``to_zarr`` (or use :func:`xr_terracodec.write`, which does).
     No-data is the variable's ``_FillValue`` or ``nodata`` attribute, else 0 (integers) / NaN (floats).
@@ -157,7 +161,7 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
     if absent:
         raise ConfigurationError(f"no data variable(s) {absent} in the dataset (has {list(ds.data_vars)})")
     layout = model_layout(model, quality)
-    settings = normalise_settings(layout.name, quality, None, dn_scale)
+    settings = normalise_settings(layout.name, quality, None, dn_scale, max_error)
     result: dict[Hashable, dict[str, Any]] = {}
     skipped: dict[Hashable, str] = {}
     for name in names:
@@ -166,7 +170,7 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
         except ConfigurationError as error:
             skipped[name] = str(error)
             continue
-        result[name] = _entry(plan, settings.model, settings.quality, dn_scale, zarr_format)
+        result[name] = _entry(plan, settings, zarr_format)
         if zarr_format == 3 and plan.band_dim in ds.coords and ds[plan.band_dim].dtype.kind == "U":
             result[plan.band_dim] = {"dtype": object}  # band names as v3 strings, not unspecified fixed-width
     reasons = "; ".join(f"{name!r}: {reason}" for name, reason in skipped.items())
@@ -179,13 +183,14 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
     return result
 
 
-def _entry(plan: VariablePlan, model: str, quality: float, dn_scale: float, zarr_format: int) -> dict[str, Any]:
+def _entry(plan: VariablePlan, settings: EncodeSettings, zarr_format: int) -> dict[str, Any]:
+    codec_settings = {"model": settings.model, "quality": settings.quality, "dn_scale": settings.dn_scale,
+                      "max_error": settings.max_error}
     if zarr_format == 2:
-        codec = numcodec_plugin.TerraCodec(model, quality, plan.nodata, dn_scale)
-        return {"chunks": plan.chunks, "compressors": codec}
+        return {"chunks": plan.chunks, "compressors": numcodec_plugin.TerraCodec(nodata=plan.nodata, **codec_settings)}
     fill_value = int(plan.nodata) if plan.nodata.is_integer() else plan.nodata
     entry = {"chunks": plan.chunks, "compressors": None, "fill_value": fill_value,
-             "serializer": numcodec_plugin.zarr3.TerraCodec(model=model, quality=quality, dn_scale=dn_scale)}
+             "serializer": numcodec_plugin.zarr3.TerraCodec(**codec_settings)}
     if plan.shards is not None:
         entry["shards"] = plan.shards
     return entry
