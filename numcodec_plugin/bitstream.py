@@ -7,9 +7,9 @@ it without the codec configuration. Layout (little-endian)::
     magic "TECZ" | version u8 | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
-    | [mask: varint length + zlib(packbits(mask))]      (flag bit 0)
+    | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 2: no tiles follow, see residual_only)
     | [residual layer: max_error u16*bands | reconstruction CRC-32 u32 | result CRC-32 u32
-    |  | scale index u8*(frames*bands*subbands) | shift u8*(frames*bands*subbands)
+    |  | scale index, shift, predictor u8 and weight i8, each *(frames*bands*subbands)
     |  | high, low, exceptions: varint length + bytes each]  (flag bit 1)
     | per tile, row-major over (frames, tile rows, tile columns):
     |     symbol checksum u32 | per stream: varint length + bytes
@@ -36,6 +36,7 @@ MAGIC = b"TECZ"
 VERSION = 1
 FLAG_MASK = 0x01
 FLAG_RESIDUAL = 0x02
+FLAG_RESIDUAL_ONLY = 0x04  # no learned layer: the residual layer codes the values themselves
 DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 MAX_ELEMENTS = 1 << 32
@@ -71,6 +72,11 @@ class Chunk:
     mask: np.ndarray | None  # bool, header.shape; True where the value is no-data
     tiles: list[CodedTile]
     residual: ResidualLayer | None = None  # the error-bounded layer, if any
+
+    @property
+    def residual_only(self) -> bool:
+        """No learned layer: the residual layer codes the values against a reconstruction of zeros."""
+        return self.residual is not None and not self.tiles
 
 
 def _varint(n: int) -> bytes:
@@ -115,6 +121,8 @@ def pack(chunk: Chunk) -> bytes:
     name = h.model_name.encode()
     out = bytearray(MAGIC)
     flags = (FLAG_MASK if chunk.mask is not None else 0) | (FLAG_RESIDUAL if chunk.residual is not None else 0)
+    if chunk.residual_only:
+        flags |= FLAG_RESIDUAL_ONLY
     out += struct.pack("<BBBB", VERSION, flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
     out += struct.pack(f"<{len(h.shape)}I", *h.shape)
     out += struct.pack("<B", len(name)) + name + h.model_digest
@@ -126,6 +134,7 @@ def pack(chunk: Chunk) -> bytes:
         r = chunk.residual
         out += struct.pack(f"<{len(r.max_error)}HII", *r.max_error, r.reconstruction_crc, r.result_crc)
         out += r.scale_index.astype(np.uint8).tobytes() + r.shift.astype(np.uint8).tobytes()
+        out += r.predictor.astype(np.uint8).tobytes() + r.weight.astype(np.int8).tobytes()
         for part in (r.high, r.low, r.exceptions):
             out += _varint(len(part)) + part
     for tile in chunk.tiles:
@@ -181,8 +190,10 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
             raise BitstreamError("corrupt chunk: no-data mask has the wrong size")
         mask = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool).reshape(shape)
     residual = _unpack_residual(r, header) if flags & FLAG_RESIDUAL else None
+    if flags & FLAG_RESIDUAL_ONLY and residual is None:
+        raise BitstreamError("corrupt chunk: flagged residual-only without a residual layer")
     tiles = []
-    for _ in range(header.tile_count):
+    for _ in range(0 if flags & FLAG_RESIDUAL_ONLY else header.tile_count):
         (checksum,) = r.unpack("<I", "tile checksum")
         tiles.append(CodedTile(tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams)), checksum))
     if r.pos != len(r.data):
@@ -197,7 +208,10 @@ def _unpack_residual(r: _Reader, header: ChunkHeader) -> ResidualLayer:
     shape, n = (frames, bands, subbands), frames * bands * subbands
     scale_index = np.frombuffer(r.take(n, "residual scales"), np.uint8).reshape(shape)
     shift = np.frombuffer(r.take(n, "residual shifts"), np.uint8).reshape(shape)
+    predictor = np.frombuffer(r.take(n, "residual predictors"), np.uint8).reshape(shape)
+    weight = np.frombuffer(r.take(n, "residual weights"), np.int8).reshape(shape)
     if shift.max(initial=0) > 24:
         raise BitstreamError("corrupt chunk: residual shift out of range")
     high, low, exceptions = (bytes(r.take(r.varint("residual stream"), "residual stream")) for _ in range(3))
-    return ResidualLayer(tuple(max_error), reconstruction_crc, result_crc, scale_index, shift, high, low, exceptions)
+    return ResidualLayer(tuple(max_error), reconstruction_crc, result_crc, scale_index, shift, predictor, weight,
+                         high, low, exceptions)

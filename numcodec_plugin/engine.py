@@ -118,11 +118,13 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     """Code several chunks, batching the tiles of all of them through the network together.
 
     With ``max_error`` set and no ``quality``, each chunk is coded at a few qualities spread over
-    the model's range and the smallest result is kept (:func:`bounded_quality_candidates`).
+    the model's range, and without a learned layer at all, and the smallest result is kept
+    (:func:`bounded_quality_candidates`).
     """
     if settings.max_error is not None and settings.quality is None:
         trials = [encode_many(arrays, replace(settings, quality=q), device=device, batch_size=batch_size)
                   for q in bounded_quality_candidates(settings.model)]
+        trials.append([_encode_residual_only(np.asarray(array), settings) for array in arrays])
         return [min(options, key=len) for options in zip(*trials)]
     quality = settings.quality if settings.quality is not None else default_quality(settings.model)
     check_quality(settings.model, quality)
@@ -154,6 +156,28 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
                                     p.max_error, p.nodata)
         out.append(bitstream.pack(bitstream.Chunk(header, p.mask, tiles, layer)))
     return out
+
+
+def _encode_residual_only(array: np.ndarray, settings: EncodeSettings) -> bytes:
+    """A bounded chunk without learned layer: the residual layer codes the values against zeros.
+
+    Where the learned reconstruction is too coarse to help, this is the cheapest way to meet a
+    bound; it reduces to a wavelet coder with spectral prediction (and lossless at ``max_error=0``).
+    """
+    coder = load_model(settings.model, None, "cpu")
+    check_array(array.shape, array.dtype, coder)
+    nodata = float(settings.nodata) if settings.nodata is not None else default_nodata(array.dtype)
+    frames = array.reshape((-1,) + array.shape[-3:])
+    mask = _nodata_mask(frames, nodata)
+    max_error = check_max_error(settings.max_error, array.dtype, array.shape[-3])
+    header = bitstream.ChunkHeader(
+        shape=tuple(array.shape), dtype=array.dtype, model_name=coder.identity.name.split("/")[0],
+        model_digest=coder.identity.digest, quality=0.0, nodata=nodata, dn_scale=float(settings.dn_scale),
+        tile_shape=plan_tiles(array.shape[-2], array.shape[-1], coder.tile_size, coder.size_multiple),
+        streams_per_tile=coder.streams_per_tile,
+    )
+    layer = encode_residual(frames, np.zeros_like(frames), mask if mask.any() else None, max_error, nodata)
+    return bitstream.pack(bitstream.Chunk(header, mask.reshape(array.shape) if mask.any() else None, [], layer))
 
 
 def bounded_quality_candidates(model: str | None) -> list[float]:
@@ -219,11 +243,15 @@ def decode_many(buffers: list[bytes | memoryview | np.ndarray], *, device: str |
                 batch_size: int = DEFAULT_BATCH_SIZE) -> list[np.ndarray]:
     """Decode several chunks; tiles of chunks coded with the same model and tile shape share batches."""
     chunks = [bitstream.unpack(data) for data in buffers]
+    results: list[np.ndarray | None] = [None] * len(chunks)
     groups: dict[tuple, list[int]] = {}
     for index, chunk in enumerate(chunks):
         h = chunk.header
+        if chunk.residual_only:  # needs no model
+            frames = (math.prod(h.shape[:-3]),) + h.shape[-3:]
+            results[index] = _finish_values(chunk, np.zeros(frames, h.dtype))
+            continue
         groups.setdefault((h.model_name, h.quality, h.tile_shape), []).append(index)
-    results: list[np.ndarray | None] = [None] * len(chunks)
     for (name, quality, tile_shape), members in groups.items():
         coder = load_model(name, quality, device)
         for index in members:
@@ -274,8 +302,12 @@ def _decompress_tiles(coder: TileCoder, tiles: list, tile_shape: tuple[int, int]
 
 def _finish(chunk: bitstream.Chunk, tiles: np.ndarray, coder: TileCoder) -> np.ndarray:
     """The chunk from its decoded tiles: reconstruction, error-bound residual, exact no-data."""
+    return _finish_values(chunk, _reconstruct(chunk.header, tiles, coder))
+
+
+def _finish_values(chunk: bitstream.Chunk, result: np.ndarray) -> np.ndarray:
+    """Residual layer and exact no-data on top of a (frames, bands, y, x) reconstruction."""
     h = chunk.header
-    result = _reconstruct(h, tiles, coder)
     if chunk.residual is not None:
         result = apply_residual(result, chunk.residual)
     result = result.reshape(h.shape)

@@ -5,9 +5,10 @@ learned reconstruction (both as integers) is quantised with step ``2E + 1``::
 
     q = sign(r) * floor((|r| + E) / (2E + 1)),   x' = x_hat + q * (2E + 1),   |x' - x| <= E
 
-and ``q`` is decorrelated by the reversible 5/3 wavelet (:mod:`numcodec_plugin.wavelet`) and
-entropy-coded with zero-mean discretised Laplace laws whose scales are stored per frame, band
-and subband (one byte each). ``E = 0`` is lossless. Float32 chunks support ``E = 0`` only:
+and ``q`` is decorrelated by the reversible 5/3 wavelet (:mod:`numcodec_plugin.wavelet`), then
+across bands (each band's subband minus an integer multiple of the earlier band that predicts
+it best), and entropy-coded with zero-mean discretised Laplace laws whose scales are stored per
+frame, band and subband (one byte each). ``E = 0`` is lossless. Float32 chunks support ``E = 0`` only:
 their residual is taken between the IEEE bit patterns mapped to ordered integers, so decoding is
 bit-exact. Coefficients too wide for the coder's alphabet are split into a Laplace-coded high part
 and uniformly coded low bits (``shift`` per frame, band and subband). The rare valid value that would land
@@ -35,6 +36,7 @@ from numcodec_plugin.models.entropy_coding import (
     encode_uniform,
 )
 
+NO_PREDICTOR = 255
 _HIGH_BITS = 15  # high parts stay within +-2**15, inside the coder's +-RESIDUAL_LIMIT alphabet
 
 
@@ -45,6 +47,8 @@ class ResidualLayer:
     result_crc: int  # CRC-32 of the bounded result's bytes (catches corrupt residual streams)
     scale_index: np.ndarray  # (frames, bands, subbands) uint8: Laplace scale 2 ** ((i - 96) / 16)
     shift: np.ndarray  # (frames, bands, subbands) uint8: low bits coded uniformly
+    predictor: np.ndarray  # (frames, bands, subbands) uint8: earlier band predicting this one, or NO_PREDICTOR
+    weight: np.ndarray  # (frames, bands, subbands) int8: prediction weight in sixteenths
     high: bytes
     low: bytes
     exceptions: bytes  # zlib of (int64 flat index, int64 ordered value) pairs, or b""
@@ -97,6 +101,45 @@ def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return shift, high, band - (high << shift[..., None, None])
 
 
+def _predict(subband: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectral prediction: each band minus ``(w * c_p + 8) >> 4`` of the earlier band ``p`` that helps most.
+
+    Returns the prediction errors and, per (frame, band), the source band (``NO_PREDICTOR`` if none)
+    and the integer weight ``w`` (sixteenths). Integer arithmetic, so :func:`_unpredict` inverts it.
+    """
+    frames, bands = subband.shape[:2]
+    errors = subband.copy()
+    source = np.full((frames, bands), NO_PREDICTOR, np.uint8)
+    weight = np.zeros((frames, bands), np.int8)
+    flat = subband.reshape(frames, bands, -1)
+    for f in range(frames):
+        floats = flat[f].astype(np.float64)
+        gram = floats @ floats.T
+        for b in range(1, bands):
+            best = np.abs(flat[f, b]).sum()
+            for p in range(b):
+                if gram[p, p] == 0:
+                    continue
+                w = int(np.clip(np.rint(16 * gram[b, p] / gram[p, p]), -127, 127))
+                candidate = flat[f, b] - ((w * flat[f, p] + 8) >> 4)
+                cost = np.abs(candidate).sum()
+                if cost < best:
+                    best, source[f, b], weight[f, b] = cost, p, w
+                    errors[f, b] = candidate.reshape(subband.shape[-2:])
+    return errors, source, weight
+
+
+def _unpredict(errors: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_predict`, band by band in order."""
+    subband = errors.copy()
+    for f, b in zip(*np.nonzero(source != NO_PREDICTOR)):
+        p = int(source[f, b])
+        if p >= b:
+            raise EntropyModelMismatchError("residual layer names a spectral predictor that is not an earlier band")
+        subband[f, b] += (int(weight[f, b]) * subband[f, p] + 8) >> 4
+    return subband
+
+
 def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray | None,
                     max_error: tuple[int, ...], nodata: float) -> ResidualLayer:
     """Residual layer for (frames, bands, y, x) ``original`` given the decoder's ``reconstruction``."""
@@ -105,8 +148,11 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     residual = np.where(valid, to_ordered(original) - to_ordered(reconstruction), 0)
     q = np.sign(residual) * ((np.abs(residual) + step // 2) // step)
     levels = wavelet.levels_for(*q.shape[-2:])
-    shifts, highs, lows, scale_indexes, scales, sizes = [], [], [], [], [], []
-    for band in wavelet.forward(q, levels):
+    shifts, highs, lows, scale_indexes, scales, sizes, sources, weights = [], [], [], [], [], [], [], []
+    for coefficients in wavelet.forward(q, levels):
+        band, source, weight = _predict(coefficients)
+        sources.append(source)
+        weights.append(weight)
         shift, high, low = _split(band)
         index = _scale_index(high)
         shifts.append(shift)
@@ -121,7 +167,7 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     result = _bounded_result(reconstruction, q, step, exceptions)
     return ResidualLayer(
         max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), zlib.crc32(result.tobytes()),
-        np.stack(scale_indexes, axis=-1), np.stack(shifts, axis=-1),
+        np.stack(scale_indexes, axis=-1), np.stack(shifts, axis=-1), np.stack(sources, axis=-1), np.stack(weights, axis=-1),
         encode_laplace(np.concatenate(highs), np.concatenate(scales)),
         encode_uniform(low_symbols, low_sizes) if low_symbols.size else b"", exceptions,
     )
@@ -150,7 +196,8 @@ def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarr
     frames, bands, height, width = reconstruction.shape
     levels = wavelet.levels_for(height, width)
     shapes = wavelet.subband_shapes(height, width, levels)
-    if layer.scale_index.shape != (frames, bands, len(shapes)) or layer.shift.shape != layer.scale_index.shape:
+    expected = (frames, bands, len(shapes))
+    if any(a.shape != expected for a in (layer.scale_index, layer.shift, layer.predictor, layer.weight)):
         raise EntropyModelMismatchError("residual layer does not match the chunk's frames, bands and subbands")
     full = [(frames, bands) + shape for shape in shapes]
     scales = np.concatenate([_scales(layer.scale_index[..., i], s).reshape(-1) for i, s in enumerate(full)])
@@ -166,7 +213,7 @@ def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarr
         wide = size > 1
         band[wide] += lows[low_offset:low_offset + int(wide.sum())]
         low_offset += int(wide.sum())
-        subbands.append(band)
+        subbands.append(_unpredict(band, layer.predictor[..., i], layer.weight[..., i]))
     q = wavelet.inverse(subbands, levels)
     step = (2 * np.asarray(layer.max_error, np.int64) + 1)[None, :, None, None]
     result = _bounded_result(reconstruction, q, step, layer.exceptions)
