@@ -12,7 +12,7 @@ it without the codec configuration. Layout (little-endian)::
     |  | scale index, shift, predictor u8 and weight i8, each *(frames*bands*subbands)
     |  | high, low, exceptions: varint length + bytes each]  (flag bit 1)
     | per tile, row-major over (frames, tile rows, tile columns):
-    |     symbol checksum u32 | per stream: varint length + bytes
+    |     symbol checksum u32 | DC offsets: zigzag varint * bands | per stream: varint length + bytes
     | CRC-32 of everything before it, u32
 
 This module only packs and unpacks bytes; it knows nothing about networks.
@@ -139,6 +139,10 @@ def pack(chunk: Chunk) -> bytes:
             out += _varint(len(part)) + part
     for tile in chunk.tiles:
         out += struct.pack("<I", tile.checksum)
+        if len(tile.offsets) != h.shape[-3]:
+            raise ValueError(f"tile has {len(tile.offsets)} DC offsets for {h.shape[-3]} bands")
+        for value in tile.offsets:
+            out += _varint((value << 1) ^ (value >> 63))
         for stream in tile.streams:
             out += _varint(len(stream)) + stream
     out += struct.pack("<I", zlib.crc32(out))
@@ -195,7 +199,9 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     tiles = []
     for _ in range(0 if flags & FLAG_RESIDUAL_ONLY else header.tile_count):
         (checksum,) = r.unpack("<I", "tile checksum")
-        tiles.append(CodedTile(tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams)), checksum))
+        offsets = tuple((v >> 1) ^ -(v & 1) for v in (r.varint("tile offset") for _ in range(header.shape[-3])))
+        streams_of_tile = tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams))
+        tiles.append(CodedTile(streams_of_tile, checksum, offsets))
     if r.pos != len(r.data):
         raise BitstreamError(f"corrupt chunk: {len(r.data) - r.pos} unexpected bytes after the last tile")
     return Chunk(header, mask, tiles, residual)

@@ -15,7 +15,8 @@ from tests.conftest import TEST_MODEL
 def _chunk(mask: bool) -> bitstream.Chunk:
     header = bitstream.ChunkHeader((2, 12, 300, 200), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", 4.5, 0.0,
                                    10000.0, (160, 224), 2)
-    tiles = [CodedTile((bytes([i]) * (100 + i), b"z" * 7), 0xDEADBEEF - i) for i in range(header.tile_count)]
+    offsets = (0, 1, -1, 63, -64, 64, -65, 1000, -1000, 2**20, -(2**20), 7)
+    tiles = [CodedTile((bytes([i]) * (100 + i), b"z" * 7), 0xDEADBEEF - i, offsets) for i in range(header.tile_count)]
     m = np.zeros(header.shape, bool)
     m[0, :, :3, :5] = True
     return bitstream.Chunk(header, m if mask else None, tiles)
@@ -33,10 +34,12 @@ def test_pack_unpack_round_trip(mask: bool) -> None:
 
 
 def test_header_overhead_is_small() -> None:
-    chunk = _chunk(mask=False)
-    payload = sum(len(s) for t in chunk.tiles for s in t.streams)
-    overhead = len(bitstream.pack(chunk)) - payload
-    assert overhead < 120, overhead  # ~1% of a 12 KB (0.13 bpp/band) 256x256 chunk
+    """A 12 x 256 x 256 chunk without no-data: header, one tile's record and trailer stay under 1% of 12 KB."""
+    header = bitstream.ChunkHeader((1, 12, 256, 256), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", 5.0, 0.0,
+                                   10000.0, (256, 256), 2)
+    tile = CodedTile((b"y" * 11500, b"z" * 500), 1, (3, -5, 12, 0, 7, -60, 2, 1, 0, -1, 40, 9))
+    overhead = len(bitstream.pack(bitstream.Chunk(header, None, [tile]))) - 12000
+    assert overhead < 120, overhead  # 12 KB = 0.125 bits per pixel per band
 
 
 def test_foreign_bytes_are_refused() -> None:

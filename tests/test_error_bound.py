@@ -72,11 +72,18 @@ def test_corrupt_residual_stream_raises(s2_series: np.ndarray) -> None:
     data = engine.encode(s2_series[0, :, :64, :64], engine.EncodeSettings(TEST_MODEL, 3, max_error=2))
     layer = bitstream.unpack(data).residual
     start = data.index(layer.high)
-    for offset in (0, len(layer.high) // 2, len(layer.high) - 1):
+    reference = engine.decode(data)
+    failures = 0
+    for offset in range(0, len(layer.high), max(1, len(layer.high) // 16)):
         body = bytearray(data[:-4])
         body[start + offset] ^= 0x10
-        with pytest.raises(TerraCodecError):
-            engine.decode(_with_valid_crc(bytes(body)))
+        try:
+            decoded = engine.decode(_with_valid_crc(bytes(body)))
+        except TerraCodecError:
+            failures += 1
+            continue
+        np.testing.assert_array_equal(decoded, reference)  # a flip in bits the decoder never reads
+    assert failures >= 8
 
 
 def test_near_lossless_float_is_refused() -> None:

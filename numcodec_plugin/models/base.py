@@ -20,10 +20,16 @@ from numcodec_plugin.models.identity import ModelIdentity
 
 @dataclass(frozen=True)
 class CodedTile:
-    """One tile's entropy-coded streams (in the model's order) and its symbol checksum."""
+    """One tile's entropy-coded streams (in the model's order) and its symbol checksum.
+
+    ``offsets``: the engine's per-band DC correction of the tile, in units of ``OFFSET_STEP`` DN
+    (the mean error of the learned reconstruction over the tile's valid pixels, measured by the
+    encoder and subtracted by the decoder).
+    """
 
     streams: tuple[bytes, ...]
     checksum: int
+    offsets: tuple[int, ...] = ()
 
 
 class TileCoder(Protocol):
