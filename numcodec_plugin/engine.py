@@ -131,21 +131,22 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     coder = load_model(settings.model, quality, device)
     prepared = [_prepare(np.asarray(array), settings, coder) for array in arrays]
     coded: list[list[CodedTile]] = [[] for _ in prepared]
+    reconstructed: list[np.ndarray] = [np.empty(0) for _ in prepared]
     groups: dict[tuple[int, int], list[int]] = {}
     for index, p in enumerate(prepared):
         groups.setdefault(p.tile_shape, []).append(index)
     for tile_shape, members in groups.items():
         originals = np.concatenate([prepared[i].tiles for i in members])
-        tiles = _compress_tiles(coder, originals, quality, batch_size)
-        decoded = _decompress_tiles(coder, tiles, tile_shape, quality, batch_size)
+        tiles, decoded = _compress_tiles(coder, originals, quality, batch_size)
         valid = np.concatenate([prepared[i].valid for i in members])
         tiles = _with_dc_offsets(tiles, decoded, originals, valid, coder)
         offset = 0
         for i in members:
-            coded[i] = tiles[offset:offset + len(prepared[i].tiles)]
-            offset += len(prepared[i].tiles)
+            n = len(prepared[i].tiles)
+            coded[i], reconstructed[i] = tiles[offset:offset + n], decoded[offset:offset + n]
+            offset += n
     out = []
-    for array, p, tiles in zip(arrays, prepared, coded):
+    for array, p, tiles, decoded in zip(arrays, prepared, coded, reconstructed):
         header = bitstream.ChunkHeader(
             shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
             model_digest=coder.identity.digest, quality=float(quality), nodata=p.nodata,
@@ -153,7 +154,6 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
         )
         layer = None
         if p.max_error is not None:
-            decoded = _decompress_tiles(coder, tiles, p.tile_shape, quality, batch_size)
             reconstruction = _reconstruct(header, decoded, tiles, coder)
             frames_mask = None if p.mask is None else p.mask.reshape(reconstruction.shape)
             layer = encode_residual(np.asarray(array).reshape(reconstruction.shape), reconstruction, frames_mask,
@@ -212,16 +212,20 @@ def _with_dc_offsets(tiles: list[CodedTile], decoded: np.ndarray, originals: np.
     return [replace(tile, offsets=tuple(int(v) for v in row)) for tile, row in zip(tiles, steps)]
 
 
-def _compress_tiles(coder: TileCoder, tiles: np.ndarray, quality: float, batch_size: int) -> list[CodedTile]:
-    """Code tiles in batches; batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`."""
+def _compress_tiles(coder: TileCoder, tiles: np.ndarray, quality: float, batch_size: int) -> tuple[list[CodedTile], np.ndarray]:
+    """Code tiles in batches, returning them and the decoder's (standardised) reconstruction.
+
+    Batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`.
+    """
     device = next(coder.network.parameters()).device
 
-    def run(start: int, stop: int) -> list[CodedTile]:
-        return coder.compress(torch.from_numpy(tiles[start:stop]).to(device), quality)
+    def run(start: int, stop: int) -> tuple[list[CodedTile], np.ndarray]:
+        coded, x_hat = coder.compress(torch.from_numpy(tiles[start:stop]).to(device), quality)
+        return coded, x_hat.float().cpu().numpy()
 
     with deterministic_torch(), torch.inference_mode():
         batches = runtime.run_batches(device, len(tiles), batch_size, tiles.shape[-2] * tiles.shape[-1], run)
-    return [tile for batch in batches for tile in batch]
+    return [tile for coded, _ in batches for tile in coded], np.concatenate([x_hat for _, x_hat in batches])
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ class TileCoder(Protocol):
     #: streams per tile (fixed for a model)
     streams_per_tile: int
 
-    def compress(self, x: torch.Tensor, quality: float) -> list[CodedTile]:
-        """Code a (B, C, H, W) batch of standardised tiles at ``quality``."""
+    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
+        """Code a (B, C, H, W) batch of standardised tiles at ``quality``; also return the decoder's
+        reconstruction of them (bit-identical to what :meth:`decompress` will compute)."""
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
         """Decode tiles of ``tile_shape``; returns the (B, C, H, W) batch and each tile's symbol checksum."""

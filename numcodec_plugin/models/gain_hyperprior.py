@@ -147,7 +147,7 @@ class GainHyperpriorCoder:
         scales, means = self._canonical.hyper_parameters(z_hat)
         return scales[0], means[0]
 
-    def compress(self, x: torch.Tensor, quality: float) -> list[CodedTile]:
+    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         if x.device.type == "cpu":
             latents = map_tiles(lambda tile: self._analyse(tile[None], quality), list(x))
             y = torch.cat([a for a, _ in latents]).cpu()
@@ -157,13 +157,21 @@ class GainHyperpriorCoder:
             y, z = y.float().cpu(), z.float().cpu()
         z_symbols = self.z_tables.clip((z - self._medians).numpy())
 
-        def code(i: int) -> CodedTile:
+        _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
+
+        def code(i: int) -> tuple[CodedTile, torch.Tensor]:
             scales, means = self._latent_parameters(z_symbols[i])
             y_symbols = clip_symbols((y[i] - means).numpy())
-            return CodedTile((encode_gaussian(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols[i])),
+            tile = CodedTile((encode_gaussian(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols[i])),
                              symbol_checksum(y_symbols, z_symbols[i]))
+            return tile, self._synthesise(y_symbols, means, inverse_gain)
 
-        return map_tiles(code, range(x.shape[0]))
+        coded = map_tiles(code, range(x.shape[0]))
+        return [tile for tile, _ in coded], torch.cat([x_hat for _, x_hat in coded])
+
+    def _synthesise(self, y_symbols: np.ndarray, means: torch.Tensor, inverse_gain: torch.Tensor) -> torch.Tensor:
+        """The decoder's reconstruction of one tile (canonical path), from its latent symbols."""
+        return self._canonical.synthesis(torch.from_numpy(y_symbols[None]).float() + means[None], inverse_gain)
 
     def _analyse(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         gain, _ = self._gains(x.shape[0], quality, self.network, x.device)
@@ -178,8 +186,7 @@ class GainHyperpriorCoder:
             z_symbols = self.z_tables.decode(tile[1], z_shape)
             scales, means = self._latent_parameters(z_symbols)
             y_symbols = decode_gaussian(tile[0], scales.numpy())
-            x_hat = self._canonical.synthesis(torch.from_numpy(y_symbols[None]).float() + means[None], inverse_gain)
-            return x_hat, symbol_checksum(y_symbols, z_symbols)
+            return self._synthesise(y_symbols, means, inverse_gain), symbol_checksum(y_symbols, z_symbols)
 
         decoded = map_tiles(decode, streams)
         return torch.cat([x for x, _ in decoded]), [c for _, c in decoded]

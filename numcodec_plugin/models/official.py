@@ -209,12 +209,13 @@ class OfficialImageCoder:
             hook.remove()
         return x_hat, captured[0]
 
-    def compress(self, x: torch.Tensor, quality: float) -> list[CodedTile]:
+    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         strings = self._compress_raw(x)["strings"]
         # The published models quantise around context-dependent means; decoding once here gives the
-        # exact latent a decoder must reproduce, which is what the checksum pins down.
-        _, y_hat = self._decode_latent(strings, tuple(x.shape[-2:]))
-        return [CodedTile(tuple(s[i] for s in strings), symbol_checksum(y_hat[i])) for i in range(x.shape[0])]
+        # exact latent a decoder must reproduce (which the checksum pins down) and its reconstruction.
+        x_hat, y_hat = self._decode_latent(strings, tuple(x.shape[-2:]))
+        tiles = [CodedTile(tuple(s[i] for s in strings), symbol_checksum(y_hat[i])) for i in range(x.shape[0])]
+        return tiles, x_hat
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
         strings = [[tile[k] for tile in streams] for k in range(self.streams_per_tile)]
