@@ -40,8 +40,11 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from benchmarks import metrics, sentinel2
-from numcodec_plugin.models.bands import L2A_BANDS
+if __package__ in (None, ""):  # run as a script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import metrics, sentinel2  # noqa: E402
+from numcodec_plugin.models.bands import L2A_BANDS  # noqa: E402
 
 CODECS = ("terracodec", "jpeg2k", "zstd")
 SHARD = 1024
