@@ -7,7 +7,8 @@ it without the codec configuration. Layout (little-endian)::
     magic "TECZ" | version u8 | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
-    | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 2: no tiles follow, see residual_only)
+    | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 3: one mask for all bands;
+    |                                                     bit 2: no tiles follow, see residual_only)
     | [residual layer: max_error u16*bands | reconstruction CRC-32 u32 | result CRC-32 u32
     |  | scale index, shift, predictor u8 and weight i8, each *(frames*bands*subbands)
     |  | high, low, exceptions: varint length + bytes each]  (flag bit 1)
@@ -37,6 +38,7 @@ VERSION = 1
 FLAG_MASK = 0x01
 FLAG_RESIDUAL = 0x02
 FLAG_RESIDUAL_ONLY = 0x04  # no learned layer: the residual layer codes the values themselves
+FLAG_PIXEL_MASK = 0x08  # the mask is the same in every band and stored once per pixel
 DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 MAX_ELEMENTS = 1 << 32
@@ -123,12 +125,16 @@ def pack(chunk: Chunk) -> bytes:
     flags = (FLAG_MASK if chunk.mask is not None else 0) | (FLAG_RESIDUAL if chunk.residual is not None else 0)
     if chunk.residual_only:
         flags |= FLAG_RESIDUAL_ONLY
+    mask = chunk.mask
+    if mask is not None and (mask == mask[..., :1, :, :]).all():  # no-data is usually whole pixels
+        flags |= FLAG_PIXEL_MASK
+        mask = mask[..., 0, :, :]
     out += struct.pack("<BBBB", VERSION, flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
     out += struct.pack(f"<{len(h.shape)}I", *h.shape)
     out += struct.pack("<B", len(name)) + name + h.model_digest
     out += _FIXED.pack(h.quality, h.nodata, h.dn_scale, *h.tile_shape, h.streams_per_tile)
-    if chunk.mask is not None:
-        packed = zlib.compress(np.packbits(chunk.mask.reshape(-1)).tobytes(), 9)
+    if mask is not None:
+        packed = zlib.compress(np.packbits(mask.reshape(-1)).tobytes(), 9)
         out += _varint(len(packed)) + packed
     if chunk.residual is not None:
         r = chunk.residual
@@ -184,7 +190,8 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     mask = None
     if flags & FLAG_MASK:
         packed = r.take(r.varint("mask"), "mask")
-        n = math.prod(shape)
+        stored = shape[:-3] + shape[-2:] if flags & FLAG_PIXEL_MASK else shape
+        n = math.prod(stored)
         inflater = zlib.decompressobj()
         try:
             raw = inflater.decompress(packed, (n + 7) // 8 + 1)
@@ -192,7 +199,9 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
             raise BitstreamError(f"corrupt chunk: no-data mask does not inflate ({exc})") from exc
         if len(raw) != (n + 7) // 8:
             raise BitstreamError("corrupt chunk: no-data mask has the wrong size")
-        mask = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool).reshape(shape)
+        mask = np.unpackbits(np.frombuffer(raw, np.uint8), count=n).astype(bool).reshape(stored)
+        if flags & FLAG_PIXEL_MASK:
+            mask = np.broadcast_to(np.expand_dims(mask, -3), shape)
     residual = _unpack_residual(r, header) if flags & FLAG_RESIDUAL else None
     if flags & FLAG_RESIDUAL_ONLY and residual is None:
         raise BitstreamError("corrupt chunk: flagged residual-only without a residual layer")
