@@ -34,7 +34,7 @@ def machine_lines(threads: int) -> list[str]:
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg()) if hasattr(os, "getloadavg") else "n/a"
     return [
         f"- CPU: {cpu_model()}, {os.cpu_count()} logical cores, load average {load}",
-        f"- threads: {threads} (torch.set_num_threads and imagecodecs numthreads)",
+        f"- threads: {threads} (TerraCodec tile threads and imagecodecs numthreads)",
         f"- Python {platform.python_version()}, torch {torch.__version__}, numpy {np.__version__}, "
         f"numcodecs {numcodecs.__version__}, imagecodecs {imagecodecs.__version__} "
         f"({imagecodecs.jpeg2k_version()}, {imagecodecs.jpegxl_version()}), xr-terracodec {numcodec_plugin.__version__}",
