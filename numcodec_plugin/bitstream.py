@@ -10,7 +10,7 @@ it without the codec configuration. Layout (little-endian)::
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 3: one mask for all bands;
     |                                                     bit 2: no tiles follow, see residual_only)
     | [residual layer: max_error u16*bands | reconstruction CRC-32 u32 | result CRC-32 u32
-    |  | scale index, shift, predictor u8 and weight i8, each *(frames*bands*subbands)
+    |  | scale index u8*(frames*bands*subbands*3) | shift, predictor u8 and weight i8, each *(frames*bands*subbands)
     |  | high, low, exceptions: varint length + bytes each]  (flag bit 1)
     | per tile, row-major over (frames, tile rows, tile columns):
     |     symbol checksum u32 | DC offsets: zigzag varint * bands | per stream: varint length + bytes
@@ -31,7 +31,7 @@ import numpy as np
 from numcodec_plugin import wavelet
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.models.base import CodedTile
-from numcodec_plugin.residual import ResidualLayer
+from numcodec_plugin.residual import CONTEXTS, ResidualLayer
 
 MAGIC = b"TECZ"
 VERSION = 1
@@ -221,7 +221,7 @@ def _unpack_residual(r: _Reader, header: ChunkHeader) -> ResidualLayer:
     *max_error, reconstruction_crc, result_crc = r.unpack(f"<{bands}HII", "residual layer")
     subbands = 1 + 3 * wavelet.levels_for(header.shape[-2], header.shape[-1])
     shape, n = (frames, bands, subbands), frames * bands * subbands
-    scale_index = np.frombuffer(r.take(n, "residual scales"), np.uint8).reshape(shape)
+    scale_index = np.frombuffer(r.take(n * CONTEXTS, "residual scales"), np.uint8).reshape(shape + (CONTEXTS,))
     shift = np.frombuffer(r.take(n, "residual shifts"), np.uint8).reshape(shape)
     predictor = np.frombuffer(r.take(n, "residual predictors"), np.uint8).reshape(shape)
     weight = np.frombuffer(r.take(n, "residual weights"), np.int8).reshape(shape)

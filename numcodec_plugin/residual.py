@@ -8,7 +8,8 @@ learned reconstruction (both as integers) is quantised with step ``2E + 1``::
 and ``q`` is decorrelated by the reversible 5/3 wavelet (:mod:`numcodec_plugin.wavelet`), then
 across bands (each band's subband minus an integer multiple of the earlier band that predicts
 it best), and entropy-coded with zero-mean discretised Laplace laws whose scales are stored per
-frame, band and subband (one byte each). ``E = 0`` is lossless. Float32 chunks support ``E = 0`` only:
+frame, band, subband and context class (one byte each; the class of a detail coefficient is the
+tercile of its parent's magnitude, known to the decoder from the coarser subband). ``E = 0`` is lossless. Float32 chunks support ``E = 0`` only:
 their residual is taken between the IEEE bit patterns mapped to ordered integers, so decoding is
 bit-exact. Coefficients too wide for the coder's alphabet are split into a Laplace-coded high part
 and uniformly coded low bits (``shift`` per frame, band and subband). The rare valid value that would land
@@ -30,7 +31,7 @@ import numpy as np
 from numcodec_plugin import wavelet
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError
 from numcodec_plugin.models.entropy_coding import (
-    decode_laplace,
+    LaplaceDecoder,
     decode_uniform,
     encode_laplace,
     encode_uniform,
@@ -45,7 +46,7 @@ class ResidualLayer:
     max_error: tuple[int, ...]  # per band, DN
     reconstruction_crc: int  # CRC-32 of x_hat's bytes
     result_crc: int  # CRC-32 of the bounded result's bytes (catches corrupt residual streams)
-    scale_index: np.ndarray  # (frames, bands, subbands) uint8: Laplace scale 2 ** ((i - 96) / 16)
+    scale_index: np.ndarray  # (frames, bands, subbands, CONTEXTS) uint8: Laplace scale 2 ** ((i - 96) / 16)
     shift: np.ndarray  # (frames, bands, subbands) uint8: low bits coded uniformly
     predictor: np.ndarray  # (frames, bands, subbands) uint8: earlier band predicting this one, or NO_PREDICTOR
     weight: np.ndarray  # (frames, bands, subbands) int8: prediction weight in sixteenths
@@ -82,15 +83,44 @@ def from_ordered(ordered: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return bits.astype(np.uint32).view(np.float32)
 
 
-def _scale_index(band: np.ndarray) -> np.ndarray:
-    """(frames, bands) byte indexes of the Laplace scale of one subband's high parts."""
-    mean_abs = np.abs(band).mean(axis=(-2, -1)) if band.shape[-1] * band.shape[-2] else np.zeros(band.shape[:2])
-    return np.clip(np.rint(16 * np.log2(mean_abs + 1 / 64)) + 96, 0, 255).astype(np.uint8)
+CONTEXTS = 3  # classes of a detail coefficient by the magnitude of its parent
 
 
-def _scales(index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    per_band = np.maximum(2.0 ** ((index.astype(np.float64) - 96) / 16), 1 / 64)
-    return np.broadcast_to(per_band[..., None, None], shape)
+def _contexts(parent: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """(frames, bands, y, x) context class of each coefficient of a subband of ``shape``.
+
+    A detail coefficient's magnitude follows its parent's (same orientation, one level coarser, at
+    half the resolution): classes are the terciles of the upsampled parent magnitudes per frame and
+    band. Without a parent (LL and the coarsest details) every coefficient is class 0.
+    """
+    if parent is None or not np.prod(shape):
+        return np.zeros(shape, np.int64)
+    up = np.abs(parent).repeat(2, axis=-2).repeat(2, axis=-1)[..., :shape[-2], :shape[-1]]
+    up = np.pad(up, ((0, 0), (0, 0), (0, shape[-2] - up.shape[-2]), (0, shape[-1] - up.shape[-1])), mode="edge")
+    low, high = np.quantile(up.reshape(shape[:2] + (-1,)), [1 / 3, 2 / 3], axis=-1)
+    return (up > low[..., None, None]).astype(np.int64) + (up > high[..., None, None])
+
+
+def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(frames, bands, CONTEXTS) byte indexes of the Laplace scales of one subband's high parts."""
+    index = np.zeros(band.shape[:2] + (CONTEXTS,), np.uint8)
+    for k in range(CONTEXTS):
+        members = classes == k
+        count = members.sum(axis=(-2, -1))
+        mean_abs = np.where(members, np.abs(band), 0).sum(axis=(-2, -1)) / np.maximum(count, 1)
+        index[..., k] = np.clip(np.rint(16 * np.log2(mean_abs + 1 / 64)) + 96, 0, 255)
+    return index
+
+
+def _scales(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per-coefficient Laplace scales from (frames, bands, CONTEXTS) indexes and the context classes."""
+    per_class = np.maximum(2.0 ** ((index.astype(np.float64) - 96) / 16), 1 / 64)
+    return np.take_along_axis(per_class, classes.reshape(classes.shape[:2] + (-1,)), axis=-1).reshape(classes.shape)
+
+
+def _parent(index: int, subbands: list[np.ndarray]) -> np.ndarray | None:
+    """The parent of subband ``index`` in :func:`wavelet.forward` order (three places earlier), if any."""
+    return subbands[index - 3] if index >= 4 else None
 
 
 def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,16 +179,17 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     q = np.sign(residual) * ((np.abs(residual) + step // 2) // step)
     levels = wavelet.levels_for(*q.shape[-2:])
     shifts, highs, lows, scale_indexes, scales, sizes, sources, weights = [], [], [], [], [], [], [], []
-    for coefficients in wavelet.forward(q, levels):
+    for i, coefficients in enumerate(wavelet.forward(q, levels)):
         band, source, weight = _predict(coefficients)
         sources.append(source)
         weights.append(weight)
         shift, high, low = _split(band)
-        index = _scale_index(high)
+        classes = _contexts(_parent(i, highs), high.shape)
+        index = _scale_index(high, classes)
         shifts.append(shift)
         scale_indexes.append(index)
-        highs.append(high.reshape(-1))
-        scales.append(_scales(index, high.shape).reshape(-1))
+        highs.append(high)
+        scales.append(_scales(index, classes).reshape(-1))
         size = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], band.shape)
         lows.append(low[size > 1])
         sizes.append(size[size > 1])
@@ -167,8 +198,8 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     result = _bounded_result(reconstruction, q, step, exceptions)
     return ResidualLayer(
         max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), zlib.crc32(result.tobytes()),
-        np.stack(scale_indexes, axis=-1), np.stack(shifts, axis=-1), np.stack(sources, axis=-1), np.stack(weights, axis=-1),
-        encode_laplace(np.concatenate(highs), np.concatenate(scales)),
+        np.stack(scale_indexes, axis=-2), np.stack(shifts, axis=-1), np.stack(sources, axis=-1), np.stack(weights, axis=-1),
+        encode_laplace(np.concatenate([h.reshape(-1) for h in highs]), np.concatenate(scales)),
         encode_uniform(low_symbols, low_sizes) if low_symbols.size else b"", exceptions,
     )
 
@@ -197,11 +228,16 @@ def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarr
     levels = wavelet.levels_for(height, width)
     shapes = wavelet.subband_shapes(height, width, levels)
     expected = (frames, bands, len(shapes))
-    if any(a.shape != expected for a in (layer.scale_index, layer.shift, layer.predictor, layer.weight)):
+    if any(a.shape != expected for a in (layer.shift, layer.predictor, layer.weight)) or \
+            layer.scale_index.shape != expected + (CONTEXTS,):
         raise EntropyModelMismatchError("residual layer does not match the chunk's frames, bands and subbands")
     full = [(frames, bands) + shape for shape in shapes]
-    scales = np.concatenate([_scales(layer.scale_index[..., i], s).reshape(-1) for i, s in enumerate(full)])
-    highs = decode_laplace(layer.high, scales).astype(np.int64)
+    decoder = LaplaceDecoder(layer.high)
+    high_parts: list[np.ndarray] = []
+    for i, shape in enumerate(full):
+        classes = _contexts(_parent(i, high_parts), shape)
+        high_parts.append(decoder.decode(_scales(layer.scale_index[..., i, :], classes)).astype(np.int64))
+    highs = np.concatenate([h.reshape(-1) for h in high_parts])
     sizes = [np.broadcast_to((1 << layer.shift[..., i].astype(np.int64))[..., None, None], s) for i, s in enumerate(full)]
     coded_low = np.concatenate([size[size > 1] for size in sizes])
     lows = decode_uniform(layer.low, coded_low).astype(np.int64) if coded_low.size else coded_low

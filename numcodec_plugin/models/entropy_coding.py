@@ -42,11 +42,17 @@ def _encode(symbols: np.ndarray, model, *params: np.ndarray) -> bytes:
     return coder.get_compressed().tobytes()
 
 
-def _decode(data: bytes, model, *params: np.ndarray) -> np.ndarray:
-    """Decode with ``model``; any failure on a damaged stream becomes a :class:`BitstreamError`."""
+def _decoder(data: bytes) -> constriction.stream.stack.AnsCoder:
     with _stream_errors():
         words = np.frombuffer(data + b"\0" * (-len(data) % 4), dtype="<u4").astype(np.uint32)
-        return constriction.stream.stack.AnsCoder(words).decode(model, *params)
+        return constriction.stream.stack.AnsCoder(words)
+
+
+def _decode(data: bytes, model, *params: np.ndarray) -> np.ndarray:
+    """Decode with ``model``; any failure on a damaged stream becomes a :class:`BitstreamError`."""
+    coder = _decoder(data)
+    with _stream_errors():
+        return coder.decode(model, *params)
 
 
 @contextlib.contextmanager
@@ -82,8 +88,18 @@ def encode_laplace(symbols: np.ndarray, scales: np.ndarray) -> bytes:
     return _encode(symbols, _LAPLACE, np.zeros(symbols.size), scales.reshape(-1).astype(np.float64))
 
 
-def decode_laplace(data: bytes, scales: np.ndarray) -> np.ndarray:
-    return _decode(data, _LAPLACE, np.zeros(scales.size), scales.reshape(-1).astype(np.float64)).reshape(scales.shape)
+class LaplaceDecoder:
+    """Decodes a stream of :func:`encode_laplace` piece by piece, in the order it was encoded, so the
+    scales of a later piece may depend on the symbols of earlier ones (context modelling)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._coder = _decoder(data)
+
+    def decode(self, scales: np.ndarray) -> np.ndarray:
+        """The next ``scales.size`` symbols, shaped like ``scales``."""
+        with _stream_errors():
+            symbols = self._coder.decode(_LAPLACE, np.zeros(scales.size), scales.reshape(-1).astype(np.float64))
+        return symbols.reshape(scales.shape)
 
 
 def encode_uniform(symbols: np.ndarray, sizes: np.ndarray) -> bytes:
