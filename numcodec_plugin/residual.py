@@ -194,8 +194,9 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
         lows.append(low[size > 1])
         sizes.append(size[size > 1])
     low_symbols, low_sizes = np.concatenate(lows), np.concatenate(sizes)
-    exceptions = _exceptions(original, reconstruction, q, step, valid, nodata)
-    result = _bounded_result(reconstruction, q, step, exceptions)
+    bounded = _bounded(reconstruction, q, step)
+    exceptions = _exceptions(original, bounded, valid, nodata)
+    result = _with_exceptions(bounded, exceptions)
     return ResidualLayer(
         max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), zlib.crc32(result.tobytes()),
         np.stack(scale_indexes, axis=-2), np.stack(shifts, axis=-1), np.stack(sources, axis=-1), np.stack(weights, axis=-1),
@@ -204,13 +205,11 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     )
 
 
-def _exceptions(original: np.ndarray, reconstruction: np.ndarray, q: np.ndarray, step: np.ndarray, valid: np.ndarray,
-                nodata: float) -> bytes:
-    """Valid positions whose bounded value would equal the no-data value, with their exact values."""
+def _exceptions(original: np.ndarray, bounded: np.ndarray, valid: np.ndarray, nodata: float) -> bytes:
+    """Valid positions whose bounded value equals the no-data value, with their exact values."""
     if original.dtype.kind == "f" or math.isnan(nodata):
         return b""
-    final = from_ordered(to_ordered(reconstruction) + q * step, original.dtype)
-    where = np.flatnonzero(valid & (final == nodata))
+    where = np.flatnonzero(valid & (bounded == nodata))
     if not where.size:
         return b""
     pairs = np.stack([where.astype(np.int64), original.reshape(-1)[where].astype(np.int64)], axis=1)
@@ -252,15 +251,19 @@ def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarr
         subbands.append(_unpredict(band, layer.predictor[..., i], layer.weight[..., i]))
     q = wavelet.inverse(subbands, levels)
     step = (2 * np.asarray(layer.max_error, np.int64) + 1)[None, :, None, None]
-    result = _bounded_result(reconstruction, q, step, layer.exceptions)
+    result = _with_exceptions(_bounded(reconstruction, q, step), layer.exceptions)
     if zlib.crc32(result.tobytes()) != layer.result_crc:
         raise EntropyModelMismatchError("the residual layer decodes to other values than were encoded (corrupt stream)")
     return result
 
 
-def _bounded_result(reconstruction: np.ndarray, q: np.ndarray, step: np.ndarray, exceptions: bytes) -> np.ndarray:
-    """``x_hat + q * step`` in the dtype, with the exception list's exact values applied."""
-    result = np.ascontiguousarray(from_ordered(to_ordered(reconstruction) + q * step, reconstruction.dtype))
+def _bounded(reconstruction: np.ndarray, q: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``x_hat + q * step`` in the dtype (clipped to its range)."""
+    return np.ascontiguousarray(from_ordered(to_ordered(reconstruction) + q * step, reconstruction.dtype))
+
+
+def _with_exceptions(result: np.ndarray, exceptions: bytes) -> np.ndarray:
+    """``result`` with the exception list's exact values written in (in place)."""
     if exceptions:
         try:
             pairs = np.frombuffer(zlib.decompress(exceptions), "<i8").reshape(-1, 2)
