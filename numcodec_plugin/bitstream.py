@@ -4,7 +4,7 @@ A chunk is self-describing: the header says which model and quality coded it, th
 shape and dtype, the no-data value and the tile grid, so any reader with the model can decode
 it without the codec configuration. Layout (little-endian)::
 
-    magic "TECZ" | version u8 | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
+    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 3: one mask for all bands;
@@ -15,6 +15,10 @@ it without the codec configuration. Layout (little-endian)::
     | per tile, row-major over (frames, tile rows, tile columns):
     |     symbol checksum u32 | DC offsets: zigzag varint * bands | per stream: varint length + bytes
     | CRC-32 of everything before it, u32
+
+Flag bit 4 (temporal): the tiles at one position form a sequence over the chunk's frames, and
+decoding tile (f, r, c) needs tiles (0..f-1, r, c). Such chunks are written as version 2, so a
+reader that predates temporal chunks refuses them instead of misreading them.
 
 This module only packs and unpacks bytes; it knows nothing about networks.
 """
@@ -35,10 +39,12 @@ from numcodec_plugin.residual import CONTEXTS, ResidualLayer
 
 MAGIC = b"TECZ"
 VERSION = 1
+TEMPORAL_VERSION = 2
 FLAG_MASK = 0x01
 FLAG_RESIDUAL = 0x02
 FLAG_RESIDUAL_ONLY = 0x04  # no learned layer: the residual layer codes the values themselves
 FLAG_PIXEL_MASK = 0x08  # the mask is the same in every band and stored once per pixel
+FLAG_TEMPORAL = 0x10  # tiles at one position are coded as a sequence over the frames
 DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 MAX_ELEMENTS = 1 << 32
@@ -56,6 +62,7 @@ class ChunkHeader:
     dn_scale: float
     tile_shape: tuple[int, int]
     streams_per_tile: int
+    temporal: bool = False
 
     @property
     def tile_grid(self) -> tuple[int, int, int]:
@@ -125,11 +132,13 @@ def pack(chunk: Chunk) -> bytes:
     flags = (FLAG_MASK if chunk.mask is not None else 0) | (FLAG_RESIDUAL if chunk.residual is not None else 0)
     if chunk.residual_only:
         flags |= FLAG_RESIDUAL_ONLY
+    if h.temporal:
+        flags |= FLAG_TEMPORAL
     mask = chunk.mask
     if mask is not None and (mask == mask[..., :1, :, :]).all():  # no-data is usually whole pixels
         flags |= FLAG_PIXEL_MASK
         mask = mask[..., 0, :, :]
-    out += struct.pack("<BBBB", VERSION, flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
+    out += struct.pack("<BBBB", TEMPORAL_VERSION if h.temporal else VERSION, flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
     out += struct.pack(f"<{len(h.shape)}I", *h.shape)
     out += struct.pack("<B", len(name)) + name + h.model_digest
     out += _FIXED.pack(h.quality, h.nodata, h.dn_scale, *h.tile_shape, h.streams_per_tile)
@@ -168,8 +177,11 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     r = _Reader(view[:-4])
     r.take(4, "magic")
     version, flags, dtype_code, ndim = r.unpack("<BBBB", "header")
-    if version != VERSION:
-        raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION}); upgrade xr-terracodec")
+    if version not in (VERSION, TEMPORAL_VERSION):
+        raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION} and "
+                             f"{TEMPORAL_VERSION}); upgrade xr-terracodec")
+    if bool(flags & FLAG_TEMPORAL) != (version == TEMPORAL_VERSION):
+        raise BitstreamError(f"corrupt chunk: version {version} with temporal flag {bool(flags & FLAG_TEMPORAL)}")
     if dtype_code not in DTYPES:
         raise BitstreamError(f"corrupt chunk: unknown dtype code {dtype_code}")
     if not 3 <= ndim <= 8:
@@ -186,7 +198,8 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     quality, nodata, dn_scale, tile_h, tile_w, streams = r.unpack(_FIXED, "coding parameters")
     if tile_h < 1 or tile_w < 1 or streams < 1:
         raise BitstreamError(f"corrupt chunk: tile {tile_h}x{tile_w} with {streams} streams")
-    header = ChunkHeader(tuple(shape), DTYPES[dtype_code], name, digest, quality, nodata, dn_scale, (tile_h, tile_w), streams)
+    header = ChunkHeader(tuple(shape), DTYPES[dtype_code], name, digest, quality, nodata, dn_scale, (tile_h, tile_w), streams,
+                         bool(flags & FLAG_TEMPORAL))
     mask = None
     if flags & FLAG_MASK:
         packed = r.take(r.varint("mask"), "mask")

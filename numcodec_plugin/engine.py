@@ -25,7 +25,7 @@ import torch
 
 from numcodec_plugin import bitstream, runtime
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError, ModelMismatchError
-from numcodec_plugin.models.base import CodedTile, TileCoder
+from numcodec_plugin.models.base import AnyCoder, CodedTile
 from numcodec_plugin.models.registry import check_quality, default_quality, load_model, quality_range
 from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
 from numcodec_plugin.scoped_determinism import deterministic_torch
@@ -52,7 +52,7 @@ def default_nodata(dtype: np.dtype) -> float:
     return float("nan") if np.dtype(dtype).kind == "f" else 0.0
 
 
-def check_array(shape: tuple[int, ...], dtype: np.dtype, coder_or_bands: TileCoder | int) -> None:
+def check_array(shape: tuple[int, ...], dtype: np.dtype, coder_or_bands: AnyCoder | int) -> None:
     """Raise :class:`ConfigurationError` if arrays of ``shape``/``dtype`` cannot be coded by the model."""
     bands = coder_or_bands if isinstance(coder_or_bands, int) else len(coder_or_bands.identity.bands)
     if np.dtype(dtype) not in SUPPORTED_DTYPES:
@@ -63,6 +63,20 @@ def check_array(shape: tuple[int, ...], dtype: np.dtype, coder_or_bands: TileCod
         raise ConfigurationError(
             f"chunk has {shape[-3]} bands on axis -3 but the model codes {bands}; chunk the band axis whole "
             f"(e.g. chunks=(1, {bands}, 256, 256)) and give the model's band set in order"
+        )
+    if not isinstance(coder_or_bands, int) and coder_or_bands.temporal:
+        check_frames(shape, coder_or_bands.identity.name, coder_or_bands.min_frames)
+
+
+def check_frames(shape: tuple[int, ...], model: str, min_frames: int) -> None:
+    """Raise :class:`ConfigurationError` unless chunks of ``shape`` hold enough time steps for temporal ``model``."""
+    frames = math.prod(shape[:-3])
+    if frames < min_frames:
+        raise ConfigurationError(
+            f"{model} is a temporal model: it codes the time steps of a chunk together and needs at least "
+            f"{min_frames} of them on the axes before (band, y, x), but chunks of shape {tuple(shape)} hold {frames}. "
+            "Chunk the time axis by several dates (xr_terracodec.encoding(ds, temporal=True, time_chunk=4)) "
+            "or choose an image model"
         )
 
 
@@ -132,25 +146,28 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     prepared = [_prepare(np.asarray(array), settings, coder) for array in arrays]
     coded: list[list[CodedTile]] = [[] for _ in prepared]
     reconstructed: list[np.ndarray] = [np.empty(0) for _ in prepared]
-    groups: dict[tuple[int, int], list[int]] = {}
-    for index, p in enumerate(prepared):
-        groups.setdefault(p.tile_shape, []).append(index)
-    for tile_shape, members in groups.items():
-        originals = np.concatenate([prepared[i].tiles for i in members])
-        tiles, decoded = _compress_tiles(coder, originals, quality, batch_size)
-        valid = np.concatenate([prepared[i].valid for i in members])
-        tiles = _with_dc_offsets(tiles, decoded, originals, valid, coder)
+    orders = [_unit_order(p.shape, p.tile_shape, coder.temporal) for p in prepared]
+    groups: dict[tuple[tuple[int, int], int], list[int]] = {}
+    for index, (p, (_, span)) in enumerate(zip(prepared, orders)):
+        groups.setdefault((p.tile_shape, span), []).append(index)
+    for (_, span), members in groups.items():
+        units = np.concatenate([prepared[i].tiles[orders[i][0]] for i in members])
+        tiles, decoded = _compress_units(coder, units, span, quality, batch_size)
         offset = 0
         for i in members:
-            n = len(prepared[i].tiles)
-            coded[i], reconstructed[i] = tiles[offset:offset + n], decoded[offset:offset + n]
-            offset += n
+            order, _ = orders[i]
+            frame_major = np.argsort(order) + offset
+            reconstructed[i] = decoded[frame_major]
+            coded[i] = _with_dc_offsets([tiles[k] for k in frame_major], reconstructed[i], prepared[i].tiles,
+                                        prepared[i].valid, coder)
+            offset += len(order)
     out = []
     for array, p, tiles, decoded in zip(arrays, prepared, coded, reconstructed):
         header = bitstream.ChunkHeader(
             shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
             model_digest=coder.identity.digest, quality=float(quality), nodata=p.nodata,
-            dn_scale=float(settings.dn_scale), tile_shape=p.tile_shape, streams_per_tile=coder.streams_per_tile,
+            dn_scale=float(settings.dn_scale), tile_shape=p.tile_shape, streams_per_tile=coder.streams(quality),
+            temporal=coder.temporal,
         )
         layer = None
         if p.max_error is not None:
@@ -178,7 +195,7 @@ def _encode_residual_only(array: np.ndarray, settings: EncodeSettings) -> bytes:
         shape=tuple(array.shape), dtype=array.dtype, model_name=coder.identity.name.split("/")[0],
         model_digest=coder.identity.digest, quality=0.0, nodata=nodata, dn_scale=float(settings.dn_scale),
         tile_shape=plan_tiles(array.shape[-2], array.shape[-1], coder.tile_size, coder.size_multiple),
-        streams_per_tile=coder.streams_per_tile,
+        streams_per_tile=1,  # no tiles follow
     )
     layer = encode_residual(frames, np.zeros_like(frames), mask if mask.any() else None, max_error, nodata)
     return bitstream.pack(bitstream.Chunk(header, mask.reshape(array.shape) if mask.any() else None, [], layer))
@@ -198,7 +215,7 @@ OFFSET_STEP = 2.0  # DN per unit of a tile's stored DC offset
 
 
 def _with_dc_offsets(tiles: list[CodedTile], decoded: np.ndarray, originals: np.ndarray, valid: np.ndarray,
-                     coder: TileCoder) -> list[CodedTile]:
+                     coder: AnyCoder) -> list[CodedTile]:
     """Tiles carrying their per-band DC correction: the mean error (DN) of ``decoded`` over valid pixels.
 
     A small or briefly trained network reconstructs a band's level with a bias of up to a few
@@ -212,19 +229,41 @@ def _with_dc_offsets(tiles: list[CodedTile], decoded: np.ndarray, originals: np.
     return [replace(tile, offsets=tuple(int(v) for v in row)) for tile, row in zip(tiles, steps)]
 
 
-def _compress_tiles(coder: TileCoder, tiles: np.ndarray, quality: float, batch_size: int) -> tuple[list[CodedTile], np.ndarray]:
-    """Code tiles in batches, returning them and the decoder's (standardised) reconstruction.
+def _unit_order(shape: tuple[int, ...], tile_shape: tuple[int, int], temporal: bool) -> tuple[np.ndarray, int]:
+    """The order in which a chunk's frame-major tiles are coded, and the frames one coding unit spans.
+
+    An image coder codes every tile on its own (span 1, tiles in stored order). A temporal coder
+    codes each tile position as one sequence over the chunk's frames (position-major order).
+    """
+    frames = math.prod(shape[:-3])
+    positions = -(-shape[-2] // tile_shape[0]) * -(-shape[-1] // tile_shape[1])
+    index = np.arange(frames * positions)
+    if not temporal:
+        return index, 1
+    return index.reshape(frames, positions).T.reshape(-1), frames
+
+
+def _compress_units(coder: AnyCoder, tiles: np.ndarray, span: int, quality: float,
+                    batch_size: int) -> tuple[list[CodedTile], np.ndarray]:
+    """Code tiles in unit order (``span`` tiles per unit), in batches of units; returns the coded tiles
+    and the decoder's (standardised) reconstruction, both in unit order.
 
     Batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`.
     """
     device = next(coder.network.parameters()).device
 
     def run(start: int, stop: int) -> tuple[list[CodedTile], np.ndarray]:
-        coded, x_hat = coder.compress(torch.from_numpy(tiles[start:stop]).to(device), quality)
+        x = torch.from_numpy(tiles[start * span:stop * span]).to(device)
+        if coder.temporal:
+            sequences, x_hat = coder.compress(x.unflatten(0, (stop - start, span)), quality)
+            coded, x_hat = [tile for sequence in sequences for tile in sequence], x_hat.flatten(0, 1)
+        else:
+            coded, x_hat = coder.compress(x, quality)
         return coded, x_hat.float().cpu().numpy()
 
+    pixels = span * tiles.shape[-2] * tiles.shape[-1]
     with deterministic_torch(), torch.inference_mode():
-        batches = runtime.run_batches(device, len(tiles), batch_size, tiles.shape[-2] * tiles.shape[-1], run)
+        batches = runtime.run_batches(device, len(tiles) // span, batch_size, pixels, run)
     return [tile for coded, _ in batches for tile in coded], np.concatenate([x_hat for _, x_hat in batches])
 
 
@@ -240,7 +279,7 @@ class _PreparedChunk:
     max_error: tuple[int, ...] | None
 
 
-def _prepare(array: np.ndarray, settings: EncodeSettings, coder: TileCoder) -> _PreparedChunk:
+def _prepare(array: np.ndarray, settings: EncodeSettings, coder: AnyCoder) -> _PreparedChunk:
     """Steps 1-4 of the module docstring for one chunk."""
     check_array(array.shape, array.dtype, coder)
     nodata = float(settings.nodata) if settings.nodata is not None else default_nodata(array.dtype)
@@ -279,22 +318,25 @@ def decode_many(buffers: list[bytes | memoryview | np.ndarray], *, device: str |
             frames = (math.prod(h.shape[:-3]),) + h.shape[-3:]
             results[index] = _finish_values(chunk, np.zeros(frames, h.dtype))
             continue
-        groups.setdefault((h.model_name, h.quality, h.tile_shape), []).append(index)
-    for (name, quality, tile_shape), members in groups.items():
+        groups.setdefault((h.model_name, h.quality, h.tile_shape, h.temporal), []).append(index)
+    for (name, quality, tile_shape, temporal), members in groups.items():
         coder = load_model(name, quality, device)
         for index in members:
             _check_identity(chunks[index].header, coder)
-        tiles = [t for index in members for t in chunks[index].tiles]
-        decoded = _decompress_tiles(coder, tiles, tile_shape, quality, batch_size)
-        offset = 0
-        for index in members:
-            n = len(chunks[index].tiles)
-            results[index] = _finish(chunks[index], decoded[offset:offset + n], coder)
-            offset += n
+        orders = {index: _unit_order(chunks[index].header.shape, tile_shape, temporal) for index in members}
+        for span in sorted({span for _, span in orders.values()}):
+            spanning = [index for index in members if orders[index][1] == span]
+            tiles = [chunks[index].tiles[k] for index in spanning for k in orders[index][0]]
+            decoded = _decompress_units(coder, tiles, span, tile_shape, quality, batch_size)
+            offset = 0
+            for index in spanning:
+                order, _ = orders[index]
+                results[index] = _finish(chunks[index], decoded[np.argsort(order) + offset], coder)
+                offset += len(order)
     return results
 
 
-def _check_identity(header: bitstream.ChunkHeader, coder: TileCoder) -> None:
+def _check_identity(header: bitstream.ChunkHeader, coder: AnyCoder) -> None:
     if coder.identity.digest != header.model_digest:
         raise ModelMismatchError(
             f"chunk was coded by {header.model_name} with weights {header.model_digest.hex()} but the available "
@@ -302,33 +344,42 @@ def _check_identity(header: bitstream.ChunkHeader, coder: TileCoder) -> None:
         )
     if header.shape[-3] != len(coder.identity.bands):
         raise ModelMismatchError(f"chunk has {header.shape[-3]} bands but {header.model_name} codes {len(coder.identity.bands)}")
+    if header.temporal != coder.temporal:
+        kind = "a temporal" if header.temporal else "an image"
+        raise ModelMismatchError(f"chunk is {kind} chunk but {header.model_name} here is not {kind} model")
 
 
-def _decompress_tiles(coder: TileCoder, tiles: list, tile_shape: tuple[int, int], quality: float, batch_size: int) -> np.ndarray:
-    """Run the network over coded tiles in batches, verifying every tile's symbol checksum.
+def _decompress_units(coder: AnyCoder, tiles: list[CodedTile], span: int, tile_shape: tuple[int, int], quality: float,
+                      batch_size: int) -> np.ndarray:
+    """Decode tiles in unit order (``span`` per unit) in batches of units, verifying every tile's symbol checksum.
 
     Batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`.
     """
     device = next(coder.network.parameters()).device
 
     def run(start: int, stop: int) -> np.ndarray:
-        batch = tiles[start:stop]
-        x_hat, checksums = coder.decompress([t.streams for t in batch], tile_shape, quality)
+        batch = tiles[start * span:stop * span]
+        streams = [t.streams for t in batch]
+        if coder.temporal:
+            x_hat, sequences = coder.decompress([streams[k:k + span] for k in range(0, len(streams), span)], tile_shape, quality)
+            x_hat, checksums = x_hat.flatten(0, 1), [c for sequence in sequences for c in sequence]
+        else:
+            x_hat, checksums = coder.decompress(streams, tile_shape, quality)
         for index, (tile, checksum) in enumerate(zip(batch, checksums)):
             if tile.checksum != checksum:
                 raise EntropyModelMismatchError(
-                    f"tile {start + index} decodes to other symbols than were encoded "
+                    f"tile {start * span + index} decodes to other symbols than were encoded "
                     f"(checksum {checksum:08x} != {tile.checksum:08x}): the entropy model here disagrees with the "
                     "encoder's (device, library version or weights) or the chunk is corrupt"
                 )
         return x_hat.float().cpu().numpy()
 
     with deterministic_torch(), torch.inference_mode():
-        decoded = runtime.run_batches(device, len(tiles), batch_size, tile_shape[0] * tile_shape[1], run)
+        decoded = runtime.run_batches(device, len(tiles) // span, batch_size, span * tile_shape[0] * tile_shape[1], run)
     return np.concatenate(decoded)
 
 
-def _finish(chunk: bitstream.Chunk, tiles: np.ndarray, coder: TileCoder) -> np.ndarray:
+def _finish(chunk: bitstream.Chunk, tiles: np.ndarray, coder: AnyCoder) -> np.ndarray:
     """The chunk from its decoded tiles: reconstruction, error-bound residual, exact no-data."""
     return _finish_values(chunk, _reconstruct(chunk.header, tiles, chunk.tiles, coder))
 
@@ -344,7 +395,7 @@ def _finish_values(chunk: bitstream.Chunk, result: np.ndarray) -> np.ndarray:
     return result
 
 
-def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list[CodedTile], coder: TileCoder) -> np.ndarray:
+def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list[CodedTile], coder: AnyCoder) -> np.ndarray:
     """(frames, bands, y, x) learned reconstruction in the chunk's dtype: standardised tiles to DN,
     minus each tile's DC offsets."""
     mean = np.asarray(coder.identity.mean, dtype=np.float32)[None, :, None, None]

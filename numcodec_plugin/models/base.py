@@ -33,15 +33,19 @@ class CodedTile:
 
 
 class TileCoder(Protocol):
-    """What the engine needs from a loaded model."""
+    """What the engine needs from a loaded image model: tiles are coded independently."""
 
     identity: ModelIdentity
+    network: torch.nn.Module
     #: tile height and width must be multiples of this
     size_multiple: int
     #: preferred tile edge (the size the model was trained on or assumes)
     tile_size: int
-    #: streams per tile (fixed for a model)
-    streams_per_tile: int
+    #: False for image coders; :class:`SequenceCoder` sets it
+    temporal: bool
+
+    def streams(self, quality: float) -> int:
+        """Streams per tile (and frame) at ``quality``."""
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         """Code a (B, C, H, W) batch of standardised tiles at ``quality``; also return the decoder's
@@ -49,6 +53,36 @@ class TileCoder(Protocol):
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
         """Decode tiles of ``tile_shape``; returns the (B, C, H, W) batch and each tile's symbol checksum."""
+
+
+class SequenceCoder(Protocol):
+    """What the engine needs from a temporal model: the tiles at one position of a chunk's frames
+    form a sequence, coded in frame order, each frame depending on the ones before it.
+
+    Same attributes as :class:`TileCoder` (with ``temporal = True``) plus ``min_frames``.
+    """
+
+    identity: ModelIdentity
+    network: torch.nn.Module
+    size_multiple: int
+    tile_size: int
+    temporal: bool
+    #: the fewest frames a chunk must have for the model to code it
+    min_frames: int
+
+    def streams(self, quality: float) -> int:
+        """Streams per tile and frame at ``quality``."""
+
+    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
+        """Code (S, T, C, H, W) sequences of standardised tiles; returns each sequence's T coded tiles and
+        the decoder's (S, T, C, H, W) reconstruction."""
+
+    def decompress(self, streams: list[list[tuple[bytes, ...]]], tile_shape: tuple[int, int],
+                   quality: float) -> tuple[torch.Tensor, list[list[int]]]:
+        """Decode sequences (each a list of per-frame streams); returns (S, T, C, H, W) and per-frame checksums."""
+
+
+AnyCoder = TileCoder | SequenceCoder
 
 
 def symbol_checksum(*symbols: np.ndarray | torch.Tensor) -> int:

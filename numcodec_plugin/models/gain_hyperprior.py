@@ -129,7 +129,7 @@ class GainHyperpriorCoder:
 
     tile_size = 256
     size_multiple = GainHyperprior.size_multiple
-    streams_per_tile = 2
+    temporal = False
 
     def __init__(self, network: GainHyperprior, identity: ModelIdentity) -> None:
         self.network = network
@@ -138,16 +138,25 @@ class GainHyperpriorCoder:
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
         self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
 
+    def streams(self, quality: float) -> int:
+        """Streams per tile: the latent and the hyper-latent."""
+        return 2
+
     def _gains(self, batch: int, quality: float, network: GainHyperprior, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return network.gains(torch.full((batch,), quality - 1.0, device=device))
 
-    def _latent_parameters(self, z_symbols: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scales and means of one tile's latent from its (C, h, w) hyper-latent symbols."""
+    def _latent_parameters(self, z_symbols: np.ndarray, previous: torch.Tensor | None, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols.
+
+        ``previous`` (the decoded latent of the same tile one frame earlier) is for temporal
+        coders; the image coder has none.
+        """
         z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
         scales, means = self._canonical.hyper_parameters(z_hat)
         return scales[0], means[0]
 
-    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
+    def _analyse_tiles(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, np.ndarray]:
+        """Latents (CPU) and clipped hyper-latent symbols of a (B, C, H, W) batch."""
         if x.device.type == "cpu":
             latents = map_tiles(lambda tile: self._analyse(tile[None], quality), list(x))
             y = torch.cat([a for a, _ in latents]).cpu()
@@ -155,38 +164,43 @@ class GainHyperpriorCoder:
         else:
             y, z = self._analyse(x, quality)
             y, z = y.float().cpu(), z.float().cpu()
-        z_symbols = self.z_tables.clip((z - self._medians).numpy())
-
-        _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
-
-        def code(i: int) -> tuple[CodedTile, torch.Tensor]:
-            scales, means = self._latent_parameters(z_symbols[i])
-            y_symbols = clip_symbols((y[i] - means).numpy())
-            tile = CodedTile((encode_gaussian(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols[i])),
-                             symbol_checksum(y_symbols, z_symbols[i]))
-            return tile, self._synthesise(y_symbols, means, inverse_gain)
-
-        coded = map_tiles(code, range(x.shape[0]))
-        return [tile for tile, _ in coded], torch.cat([x_hat for _, x_hat in coded])
-
-    def _synthesise(self, y_symbols: np.ndarray, means: torch.Tensor, inverse_gain: torch.Tensor) -> torch.Tensor:
-        """The decoder's reconstruction of one tile (canonical path), from its latent symbols."""
-        return self._canonical.synthesis(torch.from_numpy(y_symbols[None]).float() + means[None], inverse_gain)
+        return y, self.z_tables.clip((z - self._medians).numpy())
 
     def _analyse(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         gain, _ = self._gains(x.shape[0], quality, self.network, x.device)
         y = self.network.analysis(x, gain)
         return y, self.network.h_a(y)
 
-    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
-        z_shape = (self.network.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
+    def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float,
+                   previous: torch.Tensor | None = None) -> tuple[CodedTile, torch.Tensor, torch.Tensor]:
+        """One tile's streams, its reconstruction and its decoded latent (the next frame's ``previous``)."""
+        scales, means = self._latent_parameters(z_symbols, previous, quality)
+        y_symbols = clip_symbols((y - means).numpy())
+        tile = CodedTile((encode_gaussian(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
+                         symbol_checksum(y_symbols, z_symbols))
+        y_hat = torch.from_numpy(y_symbols).float() + means
+        return tile, self._synthesise(y_hat, quality), y_hat
+
+    def _decode_tile(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], quality: float,
+                     previous: torch.Tensor | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
+        """One tile's reconstruction, symbol checksum and decoded latent."""
+        z_shape = (self._canonical.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
+        z_symbols = self.z_tables.decode(streams[1], z_shape)
+        scales, means = self._latent_parameters(z_symbols, previous, quality)
+        y_symbols = decode_gaussian(streams[0], scales.numpy())
+        y_hat = torch.from_numpy(y_symbols).float() + means
+        return self._synthesise(y_hat, quality), symbol_checksum(y_symbols, z_symbols), y_hat
+
+    def _synthesise(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        """The decoder's reconstruction of one tile (canonical path), from its decoded latent."""
         _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
+        return self._canonical.synthesis(y_hat[None], inverse_gain)
 
-        def decode(tile: tuple[bytes, ...]) -> tuple[torch.Tensor, int]:
-            z_symbols = self.z_tables.decode(tile[1], z_shape)
-            scales, means = self._latent_parameters(z_symbols)
-            y_symbols = decode_gaussian(tile[0], scales.numpy())
-            return self._synthesise(y_symbols, means, inverse_gain), symbol_checksum(y_symbols, z_symbols)
+    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
+        y, z_symbols = self._analyse_tiles(x, quality)
+        coded = map_tiles(lambda i: self._code_tile(y[i], z_symbols[i], quality), range(x.shape[0]))
+        return [tile for tile, _, _ in coded], torch.cat([x_hat for _, x_hat, _ in coded])
 
-        decoded = map_tiles(decode, streams)
-        return torch.cat([x for x, _ in decoded]), [c for _, c in decoded]
+    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
+        decoded = map_tiles(lambda tile: self._decode_tile(tile, tile_shape, quality), streams)
+        return torch.cat([x for x, _, _ in decoded]), [c for _, c, _ in decoded]

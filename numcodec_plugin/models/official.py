@@ -178,13 +178,17 @@ class OfficialImageCoder:
 
     tile_size = 256
     size_multiple = 64
+    temporal = False
 
     def __init__(self, network: torch.nn.Module, identity: ModelIdentity, quality: float) -> None:
         self.network = network
         self.identity = identity
         self.quality = quality
         self._latent_shapes: dict[tuple[int, int], object] = {}
-        self.streams_per_tile = len(self._compress_raw(torch.zeros(1, len(identity.bands), 64, 64))["strings"])
+        self._streams = len(self._compress_raw(torch.zeros(1, len(identity.bands), 64, 64))["strings"])
+
+    def streams(self, quality: float) -> int:
+        return self._streams
 
     @torch.inference_mode()
     def _compress_raw(self, x: torch.Tensor) -> dict:
@@ -218,6 +222,6 @@ class OfficialImageCoder:
         return tiles, x_hat
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
-        strings = [[tile[k] for tile in streams] for k in range(self.streams_per_tile)]
+        strings = [[tile[k] for tile in streams] for k in range(self._streams)]
         x_hat, y_hat = self._decode_latent(strings, tile_shape)
         return x_hat, [symbol_checksum(y_hat[i]) for i in range(len(streams))]

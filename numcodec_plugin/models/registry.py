@@ -8,8 +8,10 @@ Names:
   lambdas (see :mod:`numcodec_plugin.models.official` for where weights are found).
 * ``"tec-tt-l2a"``, ``"tec-tt-l1c"``, ``"flextec"``: official temporal models; they resolve
   (:func:`describe_model`) but the image engine refuses them.
-* ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"``: tiny randomly initialised models built from a
-  fixed seed, **for tests only** (they compress poorly).
+* ``"tec-s2-temporal-v1"`` (:data:`DEFAULT_TEMPORAL_MODEL`): the bundled temporal mode, the bundled
+  image model plus a temporal prior (``numcodec_plugin.models.temporal_prior``); same qualities.
+* ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"`` / ``"test-fixed-seed-temporal"``: tiny randomly
+  initialised models built from a fixed seed, **for tests only** (they compress poorly).
 """
 
 from __future__ import annotations
@@ -23,19 +25,22 @@ import torch
 
 from numcodec_plugin.errors import ConfigurationError, ModelNotFoundError
 from numcodec_plugin.models.bands import BAND_SETS
-from numcodec_plugin.models.base import TileCoder
+from numcodec_plugin.models.base import AnyCoder
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior, GainHyperpriorCoder
 from numcodec_plugin.models.identity import ModelIdentity
 from numcodec_plugin.models.official import OFFICIAL_MODELS, OfficialImageCoder, build_network, statistics_for
+from numcodec_plugin.models.temporal_prior import TemporalGainHyperprior, TemporalGainHyperpriorCoder, TemporalPrior
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 DEFAULT_MODEL = "tec-s2-gain-v1"
+DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C"}
+TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
+TEMPORAL_ARCHITECTURE = "temporal-gain-hyperprior"
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
-_cache: dict[tuple, TileCoder] = {}
+_cache: dict[tuple, AnyCoder] = {}
 _lock = threading.Lock()
 
 
@@ -63,7 +68,22 @@ def model_band_count(model: str | None = None) -> int:
         return len(BAND_SETS[OFFICIAL_MODELS[name].band_set])
     if name in TEST_MODELS:
         return len(BAND_SETS[TEST_MODELS[name]])
-    return int(_shipped_header(name)["config"]["bands"])
+    return int(_shipped_header(_image_base(name))["config"]["bands"])
+
+
+def is_temporal(model: str | None = None) -> bool:
+    """Whether ``model`` codes the time steps of a chunk jointly (without loading its weights)."""
+    name = model or DEFAULT_MODEL
+    if name in OFFICIAL_MODELS:
+        return OFFICIAL_MODELS[name].temporal
+    if name in TEST_MODELS:
+        return name.endswith("-temporal")
+    return _shipped_header(name).get("architecture") == TEMPORAL_ARCHITECTURE
+
+
+def _image_base(name: str) -> str:
+    """The bundled image model a bundled model is built on (itself for image models)."""
+    return _shipped_header(name).get("base", name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,6 +96,17 @@ def _shipped_header(name: str) -> dict:
     return {k: v for k, v in shipped.items() if k != "state_dict"}
 
 
+def load_bundled_network(name: str) -> tuple[GainHyperprior, dict]:
+    """A bundled image model's network (CPU, weights loaded) and its band statistics."""
+    path = _bundled_path(name)
+    if not path.is_file():
+        raise _unknown(name)
+    shipped = torch.load(path, map_location="cpu", weights_only=True)
+    network = GainHyperprior(**shipped["config"])
+    network.load_state_dict(shipped["state_dict"])
+    return network, shipped["statistics"]
+
+
 def quality_range(model: str | None = None) -> tuple[float, float]:
     """Valid ``quality`` values (inclusive) of ``model`` (default: the bundled model); higher = more bits."""
     name = model or DEFAULT_MODEL
@@ -83,7 +114,7 @@ def quality_range(model: str | None = None) -> tuple[float, float]:
         return (1.0, float(len(OFFICIAL_MODELS[name].lambdas)))
     if name in TEST_MODELS:
         return (1.0, 4.0)
-    return (1.0, float(len(_shipped_header(name)["lambdas"])))
+    return (1.0, float(len(_shipped_header(_image_base(name))["lambdas"])))
 
 
 def default_quality(model: str | None = None) -> float:
@@ -96,8 +127,8 @@ def _unknown(name: str) -> ModelNotFoundError:
     return ModelNotFoundError(f"unknown model {name!r}; available: {', '.join(available_models())}")
 
 
-def load_model(name: str | None = None, quality: float | None = None, device: str | torch.device | None = None) -> TileCoder:
-    """The :class:`TileCoder` for ``name`` on ``device``, loaded once per process (thread-safe)."""
+def load_model(name: str | None = None, quality: float | None = None, device: str | torch.device | None = None) -> AnyCoder:
+    """The :class:`AnyCoder` for ``name`` on ``device``, loaded once per process (thread-safe)."""
     name = name or DEFAULT_MODEL
     target = resolve_device(device)
     official = OFFICIAL_MODELS.get(name)
@@ -112,7 +143,7 @@ def load_model(name: str | None = None, quality: float | None = None, device: st
     return coder
 
 
-def _build(name: str, weights_key: str | None, quality: float | None) -> TileCoder:
+def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCoder:
     with deterministic_torch(), torch.inference_mode(False):
         if name in OFFICIAL_MODELS:
             model = OFFICIAL_MODELS[name]
@@ -125,20 +156,27 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> TileCod
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(1234)
                 network = GainHyperprior(bands=len(BAND_SETS[band_set]), N=16, M=32, levels=4)
+                prior = TemporalPrior(M=32, hidden=16)
+                torch.nn.init.normal_(prior.net[-1].weight, std=0.02)  # not the identity prior a fresh one is
             mean, std = _TEST_MEAN[band_set], _TEST_STD[band_set]
         else:
-            path = _bundled_path(name)
-            if not path.is_file():
-                raise _unknown(name)
-            shipped = torch.load(path, map_location="cpu", weights_only=True)
-            network = GainHyperprior(**shipped["config"])
-            network.load_state_dict(shipped["state_dict"])
-            mean, std = shipped["statistics"]["mean"], shipped["statistics"]["std"]
+            network, statistics = load_bundled_network(_image_base(name))
+            mean, std = statistics["mean"], statistics["std"]
             band_set = "S2L2A"
-        network.eval()
-        identity = ModelIdentity.of(name, band_set, mean, std, network)
+            prior = _load_temporal_prior(name) if is_temporal(name) else None
         network.update(force=True)
-        return GainHyperpriorCoder(network, identity)
+        if is_temporal(name):
+            composite = TemporalGainHyperprior(network, prior).eval()
+            return TemporalGainHyperpriorCoder(composite, ModelIdentity.of(name, band_set, mean, std, composite))
+        network.eval()
+        return GainHyperpriorCoder(network, ModelIdentity.of(name, band_set, mean, std, network))
+
+
+def _load_temporal_prior(name: str) -> TemporalPrior:
+    shipped = torch.load(_bundled_path(name), map_location="cpu", weights_only=True)
+    prior = TemporalPrior(**shipped["config"])
+    prior.load_state_dict(shipped["state_dict"])
+    return prior
 
 
 def check_quality(name: str | None, quality: float) -> None:

@@ -19,25 +19,36 @@ VALIDATION: frozenset[str] = frozenset(
 )
 
 
-def load_images(root: Path, split: str, min_size: int = 0) -> list[tuple[str, np.ndarray]]:
-    """(name, (12, H, W) uint16) for every image of ``split`` ("train" or "validation") under ``root``."""
-    images = []
-    for path in sorted(root.glob("*/*.npz")):
+def _l2a_arrays(root: Path, split: str, pattern: str) -> list[tuple[str, np.ndarray]]:
+    """(key, (..., 12, H, W)) of every file of ``split`` matching ``pattern`` that holds the 12 L2A bands."""
+    arrays = []
+    for path in sorted(root.glob(pattern)):
         key = f"{path.parent.name}/{path.stem}"
         if (key in VALIDATION) != (split == "validation"):
             continue
         archive = np.load(path)
         bands = [str(b) for b in archive["bands"]]
-        if not set(L2A_BANDS) <= set(bands):
-            continue
-        data = archive["data"]
-        data = data.reshape((-1,) + data.shape[-3:])[:, [bands.index(b) for b in L2A_BANDS]]
-        for i, image in enumerate(data):
+        if set(L2A_BANDS) <= set(bands):
+            data = archive["data"]
+            arrays.append((key, np.ascontiguousarray(data[..., [bands.index(b) for b in L2A_BANDS], :, :])))
+    if not arrays:
+        raise FileNotFoundError(f"no 12-band Sentinel-2 data matching {pattern} for split {split!r} under {root}")
+    return arrays
+
+
+def load_images(root: Path, split: str, min_size: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(name, (12, H, W) uint16) for every image of ``split`` ("train" or "validation") under ``root``."""
+    images = []
+    for key, data in _l2a_arrays(root, split, "*/*.npz"):
+        for i, image in enumerate(data.reshape((-1,) + data.shape[-3:])):
             if min(image.shape[-2:]) >= min_size:
-                images.append((f"{key}[{i}]", np.ascontiguousarray(image)))
-    if not images:
-        raise FileNotFoundError(f"no 12-band Sentinel-2 images for split {split!r} under {root}")
+                images.append((f"{key}[{i}]", image))
     return images
+
+
+def load_sequences(root: Path, split: str) -> list[tuple[str, np.ndarray]]:
+    """(name, (T, 12, H, W) uint16) for every time series of ``split`` (the ``*_timeseries`` folders)."""
+    return _l2a_arrays(root, split, "*_timeseries/*.npz")
 
 
 @dataclass
@@ -65,6 +76,12 @@ def band_statistics(images: list[tuple[str, np.ndarray]], samples_per_image: int
     return BandStatistics(mean.astype(np.float32), std.astype(np.float32), rotation.astype(np.float32))
 
 
+def _augment(tile: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A random rotation by a multiple of 90 degrees and a random flip of the last two axes."""
+    tile = np.rot90(tile, rng.integers(4), axes=(-2, -1))
+    return tile[..., ::-1] if rng.integers(2) else tile
+
+
 class CropSampler:
     """Random crops with random flips and 90-degree rotations, area-weighted over images."""
 
@@ -81,9 +98,31 @@ class CropSampler:
             image = self.images[k]
             y = self.rng.integers(0, image.shape[1] - self.crop + 1)
             x = self.rng.integers(0, image.shape[2] - self.crop + 1)
-            tile = image[:, y:y + self.crop, x:x + self.crop]
-            tile = np.rot90(tile, self.rng.integers(4), axes=(1, 2))
-            if self.rng.integers(2):
-                tile = tile[:, :, ::-1]
-            out[i] = tile
+            out[i] = _augment(image[:, y:y + self.crop, x:x + self.crop], self.rng)
+        return out
+
+
+class PairSampler:
+    """Consecutive frame pairs (t-1, t) of the same random crop, equally augmented, in either time order.
+
+    Weighted by crop positions available, so long and large series count more.
+    """
+
+    def __init__(self, sequences: list[tuple[str, np.ndarray]], crop: int, seed: int = 0) -> None:
+        self.sequences = [s for _, s in sequences if min(s.shape[-2:]) >= crop and s.shape[0] >= 2]
+        sizes = np.array([(s.shape[0] - 1) * s.shape[-1] * s.shape[-2] for s in self.sequences], dtype=np.float64)
+        self.weights = sizes / sizes.sum()
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> np.ndarray:
+        """(size, 2, 12, crop, crop) float32: frame pairs, the conditioning frame first."""
+        out = np.empty((size, 2, self.sequences[0].shape[1], self.crop, self.crop), dtype=np.float32)
+        for i, k in enumerate(self.rng.choice(len(self.sequences), size=size, p=self.weights)):
+            series = self.sequences[k]
+            t = self.rng.integers(1, series.shape[0])
+            y = self.rng.integers(0, series.shape[2] - self.crop + 1)
+            x = self.rng.integers(0, series.shape[3] - self.crop + 1)
+            pair = series[t - 1:t + 1, :, y:y + self.crop, x:x + self.crop]
+            out[i] = _augment(pair[::-1] if self.rng.integers(2) else pair, self.rng)
         return out

@@ -161,11 +161,13 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("destination", type=Path)
     exp.add_argument("--name", required=True)
     exp.add_argument("--note", default="")
+    run.set_defaults(handler=train)
+    exp.set_defaults(handler=lambda a: export(a.checkpoint, a.destination, a.name, a.note))
+    from numcodec_plugin.training import temporal  # imports this module's helpers
+
+    temporal.add_commands(sub)
     args = parser.parse_args(argv)
-    if args.command == "run":
-        train(args)
-    else:
-        export(args.checkpoint, args.destination, args.name, args.note)
+    args.handler(args)
 
 
 if __name__ == "__main__":
