@@ -25,7 +25,7 @@ import torch
 
 from numcodec_plugin import bitstream, runtime
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError, ModelMismatchError
-from numcodec_plugin.models.base import AnyCoder, CodedTile
+from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
 from numcodec_plugin.models.registry import check_quality, default_quality, load_model, quality_range
 from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
 from numcodec_plugin.scoped_determinism import deterministic_torch
@@ -65,16 +65,16 @@ def check_array(shape: tuple[int, ...], dtype: np.dtype, coder_or_bands: AnyCode
             f"(e.g. chunks=(1, {bands}, 256, 256)) and give the model's band set in order"
         )
     if not isinstance(coder_or_bands, int) and coder_or_bands.temporal:
-        check_frames(shape, coder_or_bands.identity.name, coder_or_bands.min_frames)
+        check_frames(shape, coder_or_bands.identity.name)
 
 
-def check_frames(shape: tuple[int, ...], model: str, min_frames: int) -> None:
+def check_frames(shape: tuple[int, ...], model: str) -> None:
     """Raise :class:`ConfigurationError` unless chunks of ``shape`` hold enough time steps for temporal ``model``."""
     frames = math.prod(shape[:-3])
-    if frames < min_frames:
+    if frames < MIN_TEMPORAL_FRAMES:
         raise ConfigurationError(
             f"{model} is a temporal model: it codes the time steps of a chunk together and needs at least "
-            f"{min_frames} of them on the axes before (band, y, x), but chunks of shape {tuple(shape)} hold {frames}. "
+            f"{MIN_TEMPORAL_FRAMES} of them on the axes before (band, y, x), but chunks of shape {tuple(shape)} hold {frames}. "
             "Chunk the time axis by several dates (xr_terracodec.encoding(ds, temporal=True, time_chunk=4)) "
             "or choose an image model"
         )

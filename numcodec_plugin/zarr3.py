@@ -20,7 +20,7 @@ from zarr.core.common import parse_named_configuration
 
 from numcodec_plugin import engine
 from numcodec_plugin.errors import ConfigurationError
-from numcodec_plugin.models.registry import model_band_count
+from numcodec_plugin.models.registry import is_temporal, model_band_count
 from numcodec_plugin.settings import normalise_settings
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class TerraCodec(ArrayBytesCodec):
                 f"hold all bands, e.g. chunks={(1,) * (len(shape) - 3) + (shape[-3], 256, 256)}"
             )
         engine.check_array(chunk_shape, dtype.to_native_dtype(), model_band_count(self.model))
+        if is_temporal(self.model):
+            engine.check_frames(chunk_shape, self.model)
 
     def _settings(self, spec: "ArraySpec") -> engine.EncodeSettings:
         fill = spec.fill_value

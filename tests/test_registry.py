@@ -63,11 +63,13 @@ def test_missing_official_weights_say_where_they_looked(tmp_path: Path, monkeypa
     assert "Hugging Face cache" in message and "lambda-200" in message
 
 
-def test_temporal_models_resolve_but_image_engine_refuses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_temporal_models_resolve_with_their_qualities() -> None:
     assert quality_range("tec-tt-l2a") == (1.0, 7.0)
-    assert OFFICIAL_MODELS["flextec"].temporal
-    with pytest.raises(ConfigurationError, match="temporal"):
-        load_model("tec-tt-l2a", 3)
+    assert quality_range("flextec") == (1.0, 16.0)
+    assert OFFICIAL_MODELS["flextec"].temporal and registry.is_temporal("tec-tt-l1c")
+    assert OFFICIAL_MODELS["flextec"].lambda_key(9) == "lambda-800"
+    with pytest.raises(ConfigurationError, match="integer 1..16"):
+        OFFICIAL_MODELS["flextec"].lambda_key(17)
 
 
 def test_official_quality_must_name_a_checkpoint() -> None:

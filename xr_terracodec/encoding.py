@@ -9,6 +9,10 @@ Chunks suit the model: all bands in one chunk (the codec needs them together), o
 (or other leading index) per chunk, and tiles of the model's tile size (256) in y and x. With
 Zarr v3 the chunks are grouped into shards (1024 x 1024 by default) so that a store does not
 hold one object per 256 x 256 tile, and the chunks of a shard share the network's batches.
+
+With a temporal model (``temporal=True``) a chunk spans ``time_chunk`` time steps (default 4),
+which the model codes jointly; variables without a time axis are then coded with the temporal
+model's image counterpart, so one store can mix both (see docs/time-series.md).
 """
 
 from __future__ import annotations
@@ -25,28 +29,33 @@ import xarray as xr
 import numcodec_plugin
 import numcodec_plugin.zarr3
 from numcodec_plugin.engine import DEFAULT_DN_SCALE, SUPPORTED_DTYPES, EncodeSettings, default_nodata
+from numcodec_plugin.engine import check_frames as engine_check_frames
 from numcodec_plugin.errors import ConfigurationError
-from numcodec_plugin.models.registry import DEFAULT_MODEL, load_model
+from numcodec_plugin.models.registry import DEFAULT_MODEL, DEFAULT_TEMPORAL_MODEL, image_counterpart, is_temporal, load_model
 from numcodec_plugin.settings import normalise_settings
 from xr_terracodec.band_names import are_band_names, to_model_order
 
 BAND_DIM = "band"
+TIME_DIM = "time"
 DEFAULT_SHARD_SIZE = 1024
+DEFAULT_TIME_CHUNK = 4
 
 
 @dataclass(frozen=True)
 class ModelLayout:
-    """What chunking needs to know about a model: its name, bands (in order) and tile size."""
+    """What chunking needs to know about a model: its name, bands (in order), tile size and whether
+    it codes time steps jointly."""
 
     name: str
     bands: tuple[str, ...]
     tile_size: int
+    temporal: bool = False
 
 
 def model_layout(model: str | None = None, quality: float | None = None) -> ModelLayout:
     """The :class:`ModelLayout` of ``model`` (default: the bundled model), loading it on the CPU once."""
     coder = load_model(model, quality, "cpu")
-    return ModelLayout(model or DEFAULT_MODEL, coder.identity.bands, coder.tile_size)
+    return ModelLayout(model or DEFAULT_MODEL, coder.identity.bands, coder.tile_size, coder.temporal)
 
 
 @dataclass(frozen=True)
@@ -79,8 +88,12 @@ def nodata_of(var: xr.DataArray) -> float:
 
 
 def plan_variable(var: xr.DataArray, layout: ModelLayout, chunk_size: int | None = None,
-                  shard_size: int | None = DEFAULT_SHARD_SIZE) -> VariablePlan:
-    """Chunks (and shards, unless ``shard_size`` is None) for ``var``, or :class:`ConfigurationError` saying why it cannot be coded."""
+                  shard_size: int | None = DEFAULT_SHARD_SIZE, time_chunk: int = DEFAULT_TIME_CHUNK) -> VariablePlan:
+    """Chunks (and shards, unless ``shard_size`` is None) for ``var``, or :class:`ConfigurationError` saying why it cannot be coded.
+
+    For a temporal ``layout`` the time axis (``time``, else the first leading axis) is chunked by
+    ``time_chunk`` steps; other leading axes always by one.
+    """
     if var.dtype not in SUPPORTED_DTYPES:
         raise ConfigurationError(f"dtype {var.dtype} is not one of {', '.join(map(str, SUPPORTED_DTYPES))}")
     band_dim = band_dimension(var)
@@ -93,7 +106,14 @@ def plan_variable(var: xr.DataArray, layout: ModelLayout, chunk_size: int | None
     _check_bands(var, band_dim, layout)
     side = chunk_size or layout.tile_size
     leading, (bands, height, width) = var.shape[:-3], var.shape[-3:]
-    chunks = (1,) * len(leading) + (bands, min(side, height), min(side, width))
+    steps = [1] * len(leading)
+    if layout.temporal:
+        if not leading:
+            raise ConfigurationError(f"{layout.name} is a temporal model but {var.dims} has no time axis before the bands")
+        axis = var.dims.index(TIME_DIM) if TIME_DIM in var.dims[:-3] else 0
+        steps[axis] = min(time_chunk, leading[axis])
+        engine_check_frames(tuple(steps) + (bands, height, width), layout.name)
+    chunks = tuple(steps) + (bands, min(side, height), min(side, width))
     shards = None
     if shard_size is not None:
         shards = chunks[:-2] + tuple(_shard_side(n, c, shard_size) for n, c in zip((height, width), chunks[-2:]))
@@ -126,13 +146,19 @@ def _shard_side(size: int, chunk: int, shard_size: int) -> int:
 def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = None, zarr_format: int = 3,
              shard: bool = True, *, variables: Iterable[Hashable] | None = None, chunk_size: int | None = None,
              shard_size: int = DEFAULT_SHARD_SIZE, dn_scale: float = DEFAULT_DN_SCALE,
-             max_error: float | Sequence[float] | None = None) -> dict[Hashable, dict[str, Any]]:
+             max_error: float | Sequence[float] | None = None, temporal: bool = False,
+             time_chunk: int = DEFAULT_TIME_CHUNK) -> dict[Hashable, dict[str, Any]]:
     """``encoding=`` for ``ds.to_zarr`` compressing every data variable TerraCodec can take.
 
     Parameters
     ----------
     quality, model:
-        Codec settings (defaults: the bundled model, its middle quality).
+        Codec settings (defaults: the bundled model, its middle quality; with ``temporal=True`` the
+        bundled temporal model).
+    temporal, time_chunk:
+        Code ``time_chunk`` time steps per chunk jointly with a temporal model (implied when ``model``
+        is one). Reading one date then decodes its whole chunk. Variables without a time axis, or
+        with a single date, are coded with the model's image counterpart where it has one.
     zarr_format:
         3 (the codec is the array's ``serializer``, no further compressors; no-data is the array's
         ``fill_value``) or 2 (the codec is the ``compressor`` and carries the no-data value).
@@ -160,17 +186,25 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
     absent = [name for name in names if name not in ds.data_vars]
     if absent:
         raise ConfigurationError(f"no data variable(s) {absent} in the dataset (has {list(ds.data_vars)})")
-    layout = model_layout(model, quality)
-    settings = normalise_settings(layout.name, quality, None, dn_scale, max_error)
+    if temporal and model is not None and not is_temporal(model):
+        raise ConfigurationError(f"temporal=True needs a temporal model; {model} codes images "
+                                 f"(temporal ones: {DEFAULT_TEMPORAL_MODEL}, tec-tt-l2a, tec-tt-l1c, flextec)")
+    layout = model_layout(model or (DEFAULT_TEMPORAL_MODEL if temporal else None), quality)
+    counterpart = image_counterpart(layout.name) if layout.temporal else None
+    image_layout = model_layout(counterpart, quality) if counterpart else None
     result: dict[Hashable, dict[str, Any]] = {}
     skipped: dict[Hashable, str] = {}
     for name in names:
+        var = ds[name]
+        chosen = layout
+        if layout.temporal and image_layout is not None and math.prod(var.shape[:-3]) < 2:
+            chosen = image_layout  # no time series to exploit
         try:
-            plan = plan_variable(ds[name], layout, chunk_size, shard_size if zarr_format == 3 and shard else None)
+            plan = plan_variable(var, chosen, chunk_size, shard_size if zarr_format == 3 and shard else None, time_chunk)
         except ConfigurationError as error:
             skipped[name] = str(error)
             continue
-        result[name] = _entry(plan, settings, zarr_format)
+        result[name] = _entry(plan, normalise_settings(chosen.name, quality, None, dn_scale, max_error), zarr_format)
         if zarr_format == 3 and plan.band_dim in ds.coords and ds[plan.band_dim].dtype.kind == "U":
             result[plan.band_dim] = {"dtype": object}  # band names as v3 strings, not unspecified fixed-width
     reasons = "; ".join(f"{name!r}: {reason}" for name, reason in skipped.items())

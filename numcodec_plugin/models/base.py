@@ -55,11 +55,16 @@ class TileCoder(Protocol):
         """Decode tiles of ``tile_shape``; returns the (B, C, H, W) batch and each tile's symbol checksum."""
 
 
+#: the fewest frames a chunk must hold for a temporal model to code it
+MIN_TEMPORAL_FRAMES = 2
+
+
 class SequenceCoder(Protocol):
     """What the engine needs from a temporal model: the tiles at one position of a chunk's frames
-    form a sequence, coded in frame order, each frame depending on the ones before it.
+    form a sequence, coded in frame order, each frame depending on the ones before it. Chunks
+    hold at least :data:`MIN_TEMPORAL_FRAMES` frames.
 
-    Same attributes as :class:`TileCoder` (with ``temporal = True``) plus ``min_frames``.
+    Same attributes as :class:`TileCoder`, with ``temporal = True``.
     """
 
     identity: ModelIdentity
@@ -67,8 +72,6 @@ class SequenceCoder(Protocol):
     size_multiple: int
     tile_size: int
     temporal: bool
-    #: the fewest frames a chunk must have for the model to code it
-    min_frames: int
 
     def streams(self, quality: float) -> int:
         """Streams per tile and frame at ``quality``."""

@@ -49,10 +49,16 @@ class OfficialModel:
     architecture: str  # "factorizedprior", "elic", "temporaltransformer" or "flextec"
     band_set: str
     lambdas: tuple[str, ...]
+    #: FlexTEC: qualities 1..levels from its one checkpoint (tokens coded per patch); 0 = one checkpoint per quality
+    levels: int = 0
 
     @property
     def temporal(self) -> bool:
         return self.architecture in ("temporaltransformer", "flextec")
+
+    @property
+    def quality_count(self) -> int:
+        return self.levels or len(self.lambdas)
 
     @property
     def hub_id(self) -> str:
@@ -66,13 +72,12 @@ class OfficialModel:
         return pretrained_weights[self.variant]["hf_hub_filename"][key]
 
     def lambda_key(self, quality: float) -> str:
+        """The checkpoint that serves ``quality`` (an integer 1..quality_count)."""
         index = int(round(quality))
-        if not (1 <= index <= len(self.lambdas)) or abs(quality - index) > 1e-9:
-            raise ConfigurationError(
-                f"quality for {self.name} must be an integer 1..{len(self.lambdas)} "
-                f"(one per published checkpoint {', '.join(self.lambdas)}); got {quality}"
-            )
-        return self.lambdas[index - 1]
+        if not (1 <= index <= self.quality_count) or abs(quality - index) > 1e-9:
+            what = "tokens coded per patch" if self.levels else f"one per published checkpoint {', '.join(self.lambdas)}"
+            raise ConfigurationError(f"quality for {self.name} must be an integer 1..{self.quality_count} ({what}); got {quality}")
+        return self.lambdas[0] if self.levels else self.lambdas[index - 1]
 
 
 OFFICIAL_MODELS: dict[str, OfficialModel] = {m.name: m for m in (
@@ -84,7 +89,7 @@ OFFICIAL_MODELS: dict[str, OfficialModel] = {m.name: m for m in (
                   ("lambda-0.4", "lambda-1", "lambda-5", "lambda-20", "lambda-100", "lambda-200", "lambda-700")),
     OfficialModel("tec-tt-l1c", "terracodec_v1_tt_s2l1c", "temporaltransformer", "S2L1C",
                   ("lambda-5", "lambda-20", "lambda-100")),
-    OfficialModel("flextec", "flextec_v1_s2l2a", "flextec", "S2L2A", ("lambda-800",)),
+    OfficialModel("flextec", "flextec_v1_s2l2a", "flextec", "S2L2A", ("lambda-800",), levels=16),
 )}
 
 
@@ -130,12 +135,7 @@ def find_checkpoint(model: OfficialModel, key: str) -> tuple[Path, Path | None]:
 
 
 def build_network(model: OfficialModel, key: str, image_size: int = 256) -> tuple[torch.nn.Module, Path]:
-    """The terracodec image network for ``key`` with its weights loaded, on CPU, in eval mode."""
-    if model.temporal:
-        raise ConfigurationError(
-            f"{model.name} is a temporal model (it codes time series of frames); the image codec "
-            "cannot use it. Choose an image model such as 'tec-fp', 'tec-elic' or the bundled default."
-        )
+    """The terracodec image network (TEC-FP, TEC-ELIC) for ``key`` with its weights loaded, on CPU, in eval mode."""
     weights, config_path = find_checkpoint(model, key)
     config = yaml.safe_load(config_path.read_text()) if config_path else {}
     if "N" not in config or "M" not in config:

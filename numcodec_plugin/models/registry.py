@@ -6,8 +6,8 @@ Names:
   ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8.
 * ``"tec-fp"``, ``"tec-elic"``: official TerraCodec image models, quality 1..5 = the published
   lambdas (see :mod:`numcodec_plugin.models.official` for where weights are found).
-* ``"tec-tt-l2a"``, ``"tec-tt-l1c"``, ``"flextec"``: official temporal models; they resolve
-  (:func:`describe_model`) but the image engine refuses them.
+* ``"tec-tt-l2a"``, ``"tec-tt-l1c"`` (quality = published lambda), ``"flextec"`` (quality 1..16):
+  official temporal models (:mod:`numcodec_plugin.models.official_temporal`).
 * ``"tec-s2-temporal-v1"`` (:data:`DEFAULT_TEMPORAL_MODEL`): the bundled temporal mode, the bundled
   image model plus a temporal prior (``numcodec_plugin.models.temporal_prior``); same qualities.
 * ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"`` / ``"test-fixed-seed-temporal"``: tiny randomly
@@ -29,6 +29,7 @@ from numcodec_plugin.models.base import AnyCoder
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior, GainHyperpriorCoder
 from numcodec_plugin.models.identity import ModelIdentity
 from numcodec_plugin.models.official import OFFICIAL_MODELS, OfficialImageCoder, build_network, statistics_for
+from numcodec_plugin.models.official_temporal import OfficialTemporalCoder, load_temporal_network
 from numcodec_plugin.models.temporal_prior import TemporalGainHyperprior, TemporalGainHyperpriorCoder, TemporalPrior
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
@@ -81,6 +82,15 @@ def is_temporal(model: str | None = None) -> bool:
     return _shipped_header(name).get("architecture") == TEMPORAL_ARCHITECTURE
 
 
+def image_counterpart(model: str) -> str | None:
+    """The image model that codes like temporal ``model`` does for a single frame, if there is one."""
+    if model in OFFICIAL_MODELS:
+        return None
+    if model in TEST_MODELS:
+        return model.removesuffix("-temporal") if model.endswith("-temporal") else model
+    return _image_base(model)
+
+
 def _image_base(name: str) -> str:
     """The bundled image model a bundled model is built on (itself for image models)."""
     return _shipped_header(name).get("base", name)
@@ -111,7 +121,7 @@ def quality_range(model: str | None = None) -> tuple[float, float]:
     """Valid ``quality`` values (inclusive) of ``model`` (default: the bundled model); higher = more bits."""
     name = model or DEFAULT_MODEL
     if name in OFFICIAL_MODELS:
-        return (1.0, float(len(OFFICIAL_MODELS[name].lambdas)))
+        return (1.0, float(OFFICIAL_MODELS[name].quality_count))
     if name in TEST_MODELS:
         return (1.0, 4.0)
     return (1.0, float(len(_shipped_header(_image_base(name))["lambdas"])))
@@ -147,9 +157,11 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
     with deterministic_torch(), torch.inference_mode(False):
         if name in OFFICIAL_MODELS:
             model = OFFICIAL_MODELS[name]
-            network, folder = build_network(model, weights_key)
+            network, folder = (load_temporal_network if model.temporal else build_network)(model, weights_key)
             mean, std = statistics_for(model, folder)
             identity = ModelIdentity.of(f"{name}/{weights_key}", model.band_set, mean, std, network)
+            if model.temporal:
+                return OfficialTemporalCoder(network, identity, flextec=bool(model.levels))
             return OfficialImageCoder(network, identity, float(quality or default_quality(name)))
         if name in TEST_MODELS:
             band_set = TEST_MODELS[name]

@@ -74,7 +74,6 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
     """
 
     temporal = True
-    min_frames = 2
 
     def __init__(self, network: TemporalGainHyperprior, identity: ModelIdentity) -> None:
         super().__init__(network.image, identity)

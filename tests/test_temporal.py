@@ -1,0 +1,157 @@
+"""Time series: temporal chunks through the engine, real Zarr stores and the official TEC-TT / FlexTEC path."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import textwrap
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import yaml
+
+import numcodec_plugin
+import xr_terracodec
+from numcodec_plugin import ConfigurationError, bitstream, engine
+from numcodec_plugin.errors import BitstreamError
+from numcodec_plugin.models import registry
+from numcodec_plugin.models.official import OFFICIAL_MODELS
+from numcodec_plugin.models.official_temporal import build_temporal_transformer
+from tests.conftest import TEST_MODEL
+
+TEMPORAL_TEST_MODEL = "test-fixed-seed-temporal"
+#: a small TemporalTransformer: every part of the published one, a fraction of its size
+SMALL_TT = {"transform_channels": [16, 16, 16, 16], "residual_blocks": 1, "latent_channels": 16, "d_model": 32,
+            "heads": 2, "encoder_layers": [1, 1], "decoder_layers": 1, "window": [4, 4], "table_scales": 16,
+            "table_means": 8}
+
+
+def series_cube(s2_series: np.ndarray, frames: int = 5) -> xr.Dataset:
+    """(time, band, y, x) of real pixels with ``frames`` dates (a 5-date series does not divide by 4)."""
+    data = np.concatenate([s2_series, s2_series[:, :, ::-1], s2_series[:, :, :, ::-1]])[:frames, :, :96, :160].copy()
+    data[1, :, :10, :10] = 0  # some no-data
+    return xr.Dataset({"reflectance": (("time", "band", "y", "x"), data)},
+                      coords={"band": list(numcodec_plugin.models.bands.L2A_BANDS), "time": np.arange(frames)})
+
+
+def test_temporal_chunk_round_trip_is_reproducible(s2_series: np.ndarray) -> None:
+    x = s2_series[:, :, :100, :130]
+    settings = engine.EncodeSettings(model=TEMPORAL_TEST_MODEL, quality=3)
+    data = engine.encode(x, settings)
+    chunk = bitstream.unpack(data)
+    assert chunk.header.temporal and data[4] == bitstream.TEMPORAL_VERSION
+    assert len(chunk.tiles) == chunk.header.tile_count
+    y = engine.decode(data)
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert engine.encode(x, settings, batch_size=1) == data, "bytes depend on the batch size"
+    assert np.array_equal(engine.decode(data, batch_size=1), y)
+    # the temporal prior changes the rate, not the reconstruction of the shared image model
+    image = engine.decode(engine.encode(x, engine.EncodeSettings(model=TEST_MODEL, quality=3)))
+    assert np.array_equal(image[0], y[0])
+
+
+def test_temporal_model_refuses_a_single_date() -> None:
+    with pytest.raises(ConfigurationError, match="temporal model.*at least 2"):
+        engine.encode(np.ones((12, 64, 64), np.uint16), engine.EncodeSettings(model=TEMPORAL_TEST_MODEL))
+    ds = xr.Dataset({"r": (("time", "band", "y", "x"), np.ones((3, 12, 64, 64), np.uint16))})
+    with pytest.raises(ConfigurationError, match="at least 2"):
+        xr_terracodec.encoding(ds, model=TEMPORAL_TEST_MODEL, time_chunk=1, variables=["r"])
+    with pytest.raises(ConfigurationError, match="needs a temporal model"):
+        xr_terracodec.encoding(ds, model=TEST_MODEL, temporal=True)
+
+
+def test_v3_array_with_one_date_chunks_is_refused_at_creation(tmp_path: Path) -> None:
+    import zarr
+
+    with pytest.raises(ConfigurationError, match="at least 2"):
+        zarr.create_array(tmp_path / "a.zarr", shape=(4, 12, 64, 64), chunks=(1, 12, 64, 64), dtype="uint16",
+                          serializer=numcodec_plugin.zarr3.TerraCodec(model=TEMPORAL_TEST_MODEL), compressors=None)
+    assert not (tmp_path / "a.zarr" / "zarr.json").exists()
+
+
+def test_old_version_with_temporal_flag_is_corrupt(s2_series: np.ndarray) -> None:
+    data = bytearray(engine.encode(s2_series[:, :, :64, :64], engine.EncodeSettings(model=TEMPORAL_TEST_MODEL)))
+    data[4] = bitstream.VERSION
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(BitstreamError, match="temporal flag"):
+        bitstream.unpack(bytes(data))
+
+
+@pytest.mark.parametrize("zarr_format, shard", [(3, False), (2, False), (3, True)], ids=["v3", "v2", "v3-sharded"])
+def test_temporal_store_round_trip_in_a_fresh_process(tmp_path: Path, s2_series: np.ndarray, zarr_format: int,
+                                                      shard: bool) -> None:
+    ds = series_cube(s2_series)
+    enc = xr_terracodec.encoding(ds, model=TEMPORAL_TEST_MODEL, quality=3, zarr_format=zarr_format, shard=shard,
+                                 chunk_size=64, shard_size=128, time_chunk=4)
+    assert enc["reflectance"]["chunks"] == (4, 12, 64, 64)
+    store = tmp_path / "series.zarr"
+    ds.to_zarr(store, encoding=enc, zarr_format=zarr_format, consolidated=False)
+    back = xr.open_zarr(store, consolidated=False).reflectance
+    assert back.data.chunks[0] == (4, 1)  # the 5th date sits in a partial last chunk
+    values = back.values
+    assert values.shape == ds.reflectance.shape
+    assert (values[1, :, :10, :10] == 0).all() and (values[ds.reflectance.values != 0] != 0).all()
+    # the same chunk coded directly gives the same pixels: what the store holds is the temporal chunk
+    first = ds.reflectance.values[:4, :, :64, :64]
+    direct = engine.decode(engine.encode(first, engine.EncodeSettings(model=TEMPORAL_TEST_MODEL, quality=3)))
+    assert np.array_equal(values[:4, :, :64, :64], direct)
+    script = textwrap.dedent(f"""
+        import sys, numpy as np, xarray as xr
+        values = xr.open_zarr({str(store)!r}, consolidated=False).reflectance.values
+        np.save({str(tmp_path / "fresh.npy")!r}, values)
+        assert "xr_terracodec" not in sys.modules
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=tmp_path)
+    assert np.array_equal(np.load(tmp_path / "fresh.npy"), values)
+
+
+def test_mixed_store_codes_series_jointly_and_single_images_alone(tmp_path: Path, s2_series: np.ndarray) -> None:
+    ds = series_cube(s2_series, frames=4)
+    ds["composite"] = ds.reflectance.median("time").astype(np.uint16)
+    enc = xr_terracodec.encoding(ds, model=TEMPORAL_TEST_MODEL, quality=3, chunk_size=64)
+    assert enc["reflectance"]["serializer"].model == TEMPORAL_TEST_MODEL
+    assert enc["composite"]["serializer"].model == TEST_MODEL and enc["composite"]["chunks"] == (12, 64, 64)
+    ds.to_zarr(tmp_path / "mixed.zarr", encoding=enc, zarr_format=3, consolidated=False)
+    back = xr.open_zarr(tmp_path / "mixed.zarr", consolidated=False)
+    assert back.composite.shape == (12, 96, 160) and back.reflectance.shape == (4, 12, 96, 160)
+    assert np.abs(back.composite.values.astype(float) - ds.composite.values).mean() < 2000
+
+
+def write_official_temporal_checkpoint(home: Path, name: str, key: str, image_size: int = 64) -> None:
+    """A small randomly initialised TEC-TT / FlexTEC checkpoint laid out as on the hub."""
+    model = OFFICIAL_MODELS[name]
+    folder = home / model.hub_id
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    network = build_temporal_transformer(12, image_size, name == "flextec", SMALL_TT)
+    torch.save(network.state_dict(), folder / model.checkpoint_filename(key))
+    (folder / f"config_{key}.yaml").write_text(yaml.safe_dump({"image_size": image_size, "in_channels": 12, "sizes": SMALL_TT}))
+
+
+@pytest.mark.parametrize("name, key, quality", [("tec-tt-l2a", "lambda-0.4", 1), ("flextec", "lambda-800", 6)])
+def test_official_temporal_models_from_local_checkpoints(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         s2_series: np.ndarray, name: str, key: str, quality: int) -> None:
+    write_official_temporal_checkpoint(tmp_path, name, key)
+    monkeypatch.setenv("TERRACODEC_HOME", str(tmp_path))
+    monkeypatch.setenv("TERRACODEC_OFFLINE", "1")
+    monkeypatch.setattr(registry, "_cache", {})
+    x = s2_series[:, :, :100, :70]
+    before = torch.are_deterministic_algorithms_enabled()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = engine.encode(x, engine.EncodeSettings(model=name, quality=quality))
+    assert torch.are_deterministic_algorithms_enabled() == before, "terracodec's global flags leaked"
+    assert any("GPU model" in str(w.message) for w in caught)
+    header = bitstream.unpack(data).header
+    assert header.temporal and header.tile_shape == (64, 64)  # the model's fixed frame size
+    assert header.streams_per_tile == (quality if name == "flextec" else 16)
+    y = engine.decode(data)
+    assert y.shape == x.shape and np.array_equal(engine.decode(data), y)
+    with pytest.raises(ConfigurationError, match="at least 2"):
+        engine.encode(x[0], engine.EncodeSettings(model=name, quality=quality))
