@@ -148,19 +148,25 @@ def build_network(model: OfficialModel, key: str, image_size: int = 256) -> tupl
     with deterministic_torch():
         network = build_terracodec(model.architecture, in_channels=in_channels, N=config["N"], M=config["M"],
                                    image_size=image_size)
-    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    state_dict = {k.removeprefix("model."): v for k, v in checkpoint.items() if not is_coder_table(k)}
-    try:
-        # nn.Module's loader, not CompressAI's override (which wants the coder tables we dropped);
-        # update() below rebuilds them from the weights.
-        torch.nn.Module.load_state_dict(network, state_dict, strict=False)
-    except RuntimeError as exc:
-        raise ModelNotFoundError(f"{weights} does not fit {model.name} (N={config['N']}, M={config['M']}): {exc}") from exc
-    missing = [k for k in network.state_dict() if k not in state_dict and not is_coder_table(k)]
-    if missing:
-        raise ModelNotFoundError(f"{weights} is not a {model.name} checkpoint: missing {missing[:5]}")
+    load_weights(network, weights, f"{model.name} (N={config['N']}, M={config['M']})", prefix="model.")
     network.update(force=True)
     return network.eval(), weights.parent
+
+
+def load_weights(network: torch.nn.Module, weights: Path, what: str, prefix: str = "") -> None:
+    """Load a published checkpoint into ``network``, without its range-coder tables (rebuilt from the
+    weights afterwards) and with ``prefix`` taken off its keys (the image checkpoints have "model.");
+    :class:`ModelNotFoundError` if the file is not a checkpoint of ``what``."""
+    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
+    state_dict = {k.removeprefix(prefix): v for k, v in checkpoint.items() if not is_coder_table(k)}
+    try:
+        # nn.Module's loader, not CompressAI's override (which wants the coder tables we dropped)
+        torch.nn.Module.load_state_dict(network, state_dict, strict=False)
+    except RuntimeError as exc:
+        raise ModelNotFoundError(f"{weights} does not fit {what}: {exc}") from exc
+    missing = [k for k in network.state_dict() if k not in state_dict and not is_coder_table(k)]
+    if missing:
+        raise ModelNotFoundError(f"{weights} is not a {what} checkpoint: missing {missing[:5]}")
 
 
 def statistics_for(model: OfficialModel, weights_dir: Path | None) -> tuple[list[float], list[float]]:

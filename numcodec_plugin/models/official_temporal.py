@@ -30,8 +30,8 @@ import yaml
 from numcodec_plugin._torchvision_shim import ensure_compressai_importable
 from numcodec_plugin.errors import ModelNotFoundError
 from numcodec_plugin.models.base import CodedTile, symbol_checksum
-from numcodec_plugin.models.identity import ModelIdentity, is_coder_table
-from numcodec_plugin.models.official import OfficialModel, find_checkpoint
+from numcodec_plugin.models.identity import ModelIdentity
+from numcodec_plugin.models.official import OfficialModel, find_checkpoint, load_weights
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 _warned_cpu: set[str] = set()
@@ -86,15 +86,7 @@ def load_temporal_network(model: OfficialModel, key: str) -> tuple[torch.nn.Modu
     in_channels = int(config.get("in_channels", 13 if model.band_set == "S2L1C" else 12))
     network = build_temporal_transformer(in_channels, int(config.get("image_size", 256)),
                                          model.architecture == "flextec", config.get("sizes"))
-    checkpoint = torch.load(weights, map_location="cpu", weights_only=True)
-    state_dict = {k: v for k, v in checkpoint.items() if not is_coder_table(k)}
-    try:
-        torch.nn.Module.load_state_dict(network, state_dict, strict=False)
-    except RuntimeError as exc:
-        raise ModelNotFoundError(f"{weights} does not fit {model.name}: {exc}") from exc
-    missing = [k for k in network.state_dict() if k not in state_dict and not is_coder_table(k)]
-    if missing:
-        raise ModelNotFoundError(f"{weights} is not a {model.name} checkpoint: missing {missing[:5]}")
+    load_weights(network, weights, model.name)
     with deterministic_torch(), contextlib.redirect_stdout(io.StringIO()):  # it prints on FlexTEC set-up
         network.setup_model_for_compression()
     return network.eval(), weights.parent
