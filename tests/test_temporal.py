@@ -155,3 +155,14 @@ def test_official_temporal_models_from_local_checkpoints(tmp_path: Path, monkeyp
     assert y.shape == x.shape and np.array_equal(engine.decode(data), y)
     with pytest.raises(ConfigurationError, match="at least 2"):
         engine.encode(x[0], engine.EncodeSettings(model=name, quality=quality))
+
+
+def test_dask_write_of_temporal_chunks_through_the_accessor(tmp_path: Path, s2_series: np.ndarray) -> None:
+    ds = series_cube(s2_series, frames=4)
+    enc = ds.tec.encoding(3, TEMPORAL_TEST_MODEL, chunk_size=64, shard_size=128)
+    xr_terracodec.write(ds, tmp_path / "dask.zarr", enc)
+    back = xr.open_zarr(tmp_path / "dask.zarr", consolidated=False).reflectance
+    assert back.encoding["chunks"] == (4, 12, 64, 64) and back.encoding["shards"] == (4, 12, 128, 128)
+    direct = engine.decode(engine.encode(ds.reflectance.values[:, :, :64, :64],
+                                         engine.EncodeSettings(model=TEMPORAL_TEST_MODEL, quality=3)))
+    assert np.array_equal(back.values[:, :, :64, :64], direct)
