@@ -145,15 +145,14 @@ class GainHyperpriorCoder:
     def _gains(self, batch: int, quality: float, network: GainHyperprior, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return network.gains(torch.full((batch,), quality - 1.0, device=device))
 
-    def _latent_parameters(self, z_symbols: np.ndarray, previous: torch.Tensor | None, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols.
-
-        ``previous`` (the decoded latent of the same tile one frame earlier) is for temporal
-        coders; the image coder has none.
-        """
+    def _latent_parameters(self, z_symbols: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols."""
         z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
         scales, means = self._canonical.hyper_parameters(z_hat)
         return scales[0], means[0]
+
+    def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:
+        return (self._canonical.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
 
     def _analyse_tiles(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, np.ndarray]:
         """Latents (CPU) and clipped hyper-latent symbols of a (B, C, H, W) batch."""
@@ -171,25 +170,20 @@ class GainHyperpriorCoder:
         y = self.network.analysis(x, gain)
         return y, self.network.h_a(y)
 
-    def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float,
-                   previous: torch.Tensor | None = None) -> tuple[CodedTile, torch.Tensor, torch.Tensor]:
-        """One tile's streams, its reconstruction and its decoded latent (the next frame's ``previous``)."""
-        scales, means = self._latent_parameters(z_symbols, previous, quality)
+    def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float) -> tuple[CodedTile, torch.Tensor]:
+        """One tile's streams and its reconstruction."""
+        scales, means = self._latent_parameters(z_symbols)
         y_symbols = clip_symbols((y - means).numpy())
         tile = CodedTile((encode_gaussian(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
                          symbol_checksum(y_symbols, z_symbols))
-        y_hat = torch.from_numpy(y_symbols).float() + means
-        return tile, self._synthesise(y_hat, quality), y_hat
+        return tile, self._synthesise(torch.from_numpy(y_symbols).float() + means, quality)
 
-    def _decode_tile(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], quality: float,
-                     previous: torch.Tensor | None = None) -> tuple[torch.Tensor, int, torch.Tensor]:
-        """One tile's reconstruction, symbol checksum and decoded latent."""
-        z_shape = (self._canonical.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
-        z_symbols = self.z_tables.decode(streams[1], z_shape)
-        scales, means = self._latent_parameters(z_symbols, previous, quality)
+    def _decode_tile(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, int]:
+        """One tile's reconstruction and symbol checksum."""
+        z_symbols = self.z_tables.decode(streams[1], self._hyper_latent_shape(tile_shape))
+        scales, means = self._latent_parameters(z_symbols)
         y_symbols = decode_gaussian(streams[0], scales.numpy())
-        y_hat = torch.from_numpy(y_symbols).float() + means
-        return self._synthesise(y_hat, quality), symbol_checksum(y_symbols, z_symbols), y_hat
+        return self._synthesise(torch.from_numpy(y_symbols).float() + means, quality), symbol_checksum(y_symbols, z_symbols)
 
     def _synthesise(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         """The decoder's reconstruction of one tile (canonical path), from its decoded latent."""
@@ -199,8 +193,8 @@ class GainHyperpriorCoder:
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         y, z_symbols = self._analyse_tiles(x, quality)
         coded = map_tiles(lambda i: self._code_tile(y[i], z_symbols[i], quality), range(x.shape[0]))
-        return [tile for tile, _, _ in coded], torch.cat([x_hat for _, x_hat, _ in coded])
+        return [tile for tile, _ in coded], torch.cat([x_hat for _, x_hat in coded])
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
         decoded = map_tiles(lambda tile: self._decode_tile(tile, tile_shape, quality), streams)
-        return torch.cat([x for x, _, _ in decoded]), [c for _, c, _ in decoded]
+        return torch.cat([x for x, _ in decoded]), [c for _, c in decoded]

@@ -9,7 +9,8 @@ Names:
 * ``"tec-tt-l2a"``, ``"tec-tt-l1c"`` (quality = published lambda), ``"flextec"`` (quality 1..16):
   official temporal models (:mod:`numcodec_plugin.models.official_temporal`).
 * ``"tec-s2-temporal-v1"`` (:data:`DEFAULT_TEMPORAL_MODEL`): the bundled temporal mode, the bundled
-  image model plus a temporal prior (``numcodec_plugin.models.temporal_prior``); same qualities.
+  image model predicting each frame's latent from the previous one
+  (:mod:`numcodec_plugin.models.temporal_gain_hyperprior`); same weights and qualities.
 * ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"`` / ``"test-fixed-seed-temporal"``: tiny randomly
   initialised models built from a fixed seed, **for tests only** (they compress poorly).
 """
@@ -30,14 +31,15 @@ from numcodec_plugin.models.gain_hyperprior import GainHyperprior, GainHyperprio
 from numcodec_plugin.models.identity import ModelIdentity
 from numcodec_plugin.models.official import OFFICIAL_MODELS, OfficialImageCoder, build_network, statistics_for
 from numcodec_plugin.models.official_temporal import OfficialTemporalCoder, load_temporal_network
-from numcodec_plugin.models.temporal_prior import TemporalGainHyperprior, TemporalGainHyperpriorCoder, TemporalPrior
+from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpriorCoder
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 DEFAULT_MODEL = "tec-s2-gain-v1"
 DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
-TEMPORAL_ARCHITECTURE = "temporal-gain-hyperprior"
+#: temporal modes of bundled image models: name -> the image model whose weights they use
+TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: DEFAULT_MODEL, "test-fixed-seed-temporal": "test-fixed-seed"}
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -55,7 +57,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def available_models() -> list[str]:
     bundled = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
-    return bundled + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
+    return bundled + [DEFAULT_TEMPORAL_MODEL] + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
 
 
 def _bundled_path(name: str) -> Path:
@@ -69,31 +71,18 @@ def model_band_count(model: str | None = None) -> int:
         return len(BAND_SETS[OFFICIAL_MODELS[name].band_set])
     if name in TEST_MODELS:
         return len(BAND_SETS[TEST_MODELS[name]])
-    return int(_shipped_header(_image_base(name))["config"]["bands"])
+    return int(_shipped_header(TEMPORAL_MODES.get(name, name))["config"]["bands"])
 
 
 def is_temporal(model: str | None = None) -> bool:
     """Whether ``model`` codes the time steps of a chunk jointly (without loading its weights)."""
     name = model or DEFAULT_MODEL
-    if name in OFFICIAL_MODELS:
-        return OFFICIAL_MODELS[name].temporal
-    if name in TEST_MODELS:
-        return name.endswith("-temporal")
-    return _shipped_header(name).get("architecture") == TEMPORAL_ARCHITECTURE
+    return OFFICIAL_MODELS[name].temporal if name in OFFICIAL_MODELS else name in TEMPORAL_MODES
 
 
 def image_counterpart(model: str) -> str | None:
-    """The image model that codes like temporal ``model`` does for a single frame, if there is one."""
-    if model in OFFICIAL_MODELS:
-        return None
-    if model in TEST_MODELS:
-        return model.removesuffix("-temporal") if model.endswith("-temporal") else model
-    return _image_base(model)
-
-
-def _image_base(name: str) -> str:
-    """The bundled image model a bundled model is built on (itself for image models)."""
-    return _shipped_header(name).get("base", name)
+    """The image model whose weights temporal ``model`` uses (None for the official temporal models)."""
+    return TEMPORAL_MODES.get(model)
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,7 +113,7 @@ def quality_range(model: str | None = None) -> tuple[float, float]:
         return (1.0, float(OFFICIAL_MODELS[name].quality_count))
     if name in TEST_MODELS:
         return (1.0, 4.0)
-    return (1.0, float(len(_shipped_header(_image_base(name))["lambdas"])))
+    return (1.0, float(len(_shipped_header(TEMPORAL_MODES.get(name, name))["lambdas"])))
 
 
 def default_quality(model: str | None = None) -> float:
@@ -163,32 +152,21 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
             if model.temporal:
                 return OfficialTemporalCoder(network, identity, flextec=bool(model.levels))
             return OfficialImageCoder(network, identity, float(quality or default_quality(name)))
-        if name in TEST_MODELS:
-            band_set = TEST_MODELS[name]
+        image = TEMPORAL_MODES.get(name, name)
+        if image in TEST_MODELS:
+            band_set = TEST_MODELS[image]
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(1234)
                 network = GainHyperprior(bands=len(BAND_SETS[band_set]), N=16, M=32, levels=4)
-                prior = TemporalPrior(M=32, hidden=16)
-                torch.nn.init.normal_(prior.net[-1].weight, std=0.02)  # not the identity prior a fresh one is
             mean, std = _TEST_MEAN[band_set], _TEST_STD[band_set]
         else:
-            network, statistics = load_bundled_network(_image_base(name))
+            network, statistics = load_bundled_network(image)
             mean, std = statistics["mean"], statistics["std"]
             band_set = "S2L2A"
-            prior = _load_temporal_prior(name) if is_temporal(name) else None
-        network.update(force=True)
-        if is_temporal(name):
-            composite = TemporalGainHyperprior(network, prior).eval()
-            return TemporalGainHyperpriorCoder(composite, ModelIdentity.of(name, band_set, mean, std, composite))
         network.eval()
-        return GainHyperpriorCoder(network, ModelIdentity.of(name, band_set, mean, std, network))
-
-
-def _load_temporal_prior(name: str) -> TemporalPrior:
-    shipped = torch.load(_bundled_path(name), map_location="cpu", weights_only=True)
-    prior = TemporalPrior(**shipped["config"])
-    prior.load_state_dict(shipped["state_dict"])
-    return prior
+        identity = ModelIdentity.of(name, band_set, mean, std, network)
+        network.update(force=True)
+        return (TemporalGainHyperpriorCoder if name in TEMPORAL_MODES else GainHyperpriorCoder)(network, identity)
 
 
 def check_quality(name: str | None, quality: float) -> None:

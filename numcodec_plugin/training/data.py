@@ -46,11 +46,6 @@ def load_images(root: Path, split: str, min_size: int = 0) -> list[tuple[str, np
     return images
 
 
-def load_sequences(root: Path, split: str) -> list[tuple[str, np.ndarray]]:
-    """(name, (T, 12, H, W) uint16) for every time series of ``split`` (the ``*_timeseries`` folders)."""
-    return _l2a_arrays(root, split, "*_timeseries/*.npz")
-
-
 @dataclass
 class BandStatistics:
     mean: np.ndarray
@@ -99,30 +94,4 @@ class CropSampler:
             y = self.rng.integers(0, image.shape[1] - self.crop + 1)
             x = self.rng.integers(0, image.shape[2] - self.crop + 1)
             out[i] = _augment(image[:, y:y + self.crop, x:x + self.crop], self.rng)
-        return out
-
-
-class PairSampler:
-    """Consecutive frame pairs (t-1, t) of the same random crop, equally augmented, in either time order.
-
-    Weighted by crop positions available, so long and large series count more.
-    """
-
-    def __init__(self, sequences: list[tuple[str, np.ndarray]], crop: int, seed: int = 0) -> None:
-        self.sequences = [s for _, s in sequences if min(s.shape[-2:]) >= crop and s.shape[0] >= 2]
-        sizes = np.array([(s.shape[0] - 1) * s.shape[-1] * s.shape[-2] for s in self.sequences], dtype=np.float64)
-        self.weights = sizes / sizes.sum()
-        self.crop = crop
-        self.rng = np.random.default_rng(seed)
-
-    def batch(self, size: int) -> np.ndarray:
-        """(size, 2, 12, crop, crop) float32: frame pairs, the conditioning frame first."""
-        out = np.empty((size, 2, self.sequences[0].shape[1], self.crop, self.crop), dtype=np.float32)
-        for i, k in enumerate(self.rng.choice(len(self.sequences), size=size, p=self.weights)):
-            series = self.sequences[k]
-            t = self.rng.integers(1, series.shape[0])
-            y = self.rng.integers(0, series.shape[2] - self.crop + 1)
-            x = self.rng.integers(0, series.shape[3] - self.crop + 1)
-            pair = series[t - 1:t + 1, :, y:y + self.crop, x:x + self.crop]
-            out[i] = _augment(pair[::-1] if self.rng.integers(2) else pair, self.rng)
         return out

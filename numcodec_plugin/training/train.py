@@ -163,9 +163,6 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("--note", default="")
     run.set_defaults(handler=train)
     exp.set_defaults(handler=lambda a: export(a.checkpoint, a.destination, a.name, a.note))
-    from numcodec_plugin.training import temporal  # imports this module's helpers
-
-    temporal.add_commands(sub)
     args = parser.parse_args(argv)
     args.handler(args)
 
