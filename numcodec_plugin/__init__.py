@@ -14,11 +14,12 @@ from numcodec_plugin.errors import (
     ModelNotFoundError,
     TerraCodecError,
 )
-from numcodec_plugin.models.registry import DEFAULT_MODEL, available_models, load_model, quality_range
+from numcodec_plugin.models.registry import DEFAULT_MODEL, DEFAULT_TEMPORAL_MODEL, available_models, load_model, quality_range
 from numcodec_plugin.numcodecs_codec import TerraCodec
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DEFAULT_TEMPORAL_MODEL",
     "BitstreamError",
     "ConfigurationError",
     "EntropyModelMismatchError",
