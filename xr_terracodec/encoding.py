@@ -175,6 +175,8 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
         Per-pixel bound in DN (one value or one per band; 0 = lossless), see docs/guarantees.md.
         Without ``quality`` the codec then picks the quality per chunk.
 
+    Notes
+    -----
     Pass the same ``zarr_format`` to ``to_zarr`` (or use :func:`xr_terracodec.write`, which does).
     No-data is the variable's ``_FillValue`` or ``nodata`` attribute, else 0 (integers) / NaN (floats).
     For Zarr v3 a band coordinate of fixed-width strings gets ``{"dtype": object}``, so it is
