@@ -155,6 +155,19 @@ def test_official_temporal_models_from_local_checkpoints(tmp_path: Path, monkeyp
     assert y.shape == x.shape and np.array_equal(engine.decode(data), y)
     with pytest.raises(ConfigurationError, match="at least 2"):
         engine.encode(x[0], engine.EncodeSettings(model=name, quality=quality))
+    # through a sharded v3 store, read back in a fresh process that finds the weights the same way
+    ds = series_cube(s2_series, frames=3)
+    enc = xr_terracodec.encoding(ds, model=name, quality=quality, shard_size=128)
+    assert enc["reflectance"]["chunks"] == (3, 12, 64, 64)  # the model's frame size
+    ds.to_zarr(tmp_path / "tt.zarr", encoding=enc, zarr_format=3, consolidated=False)
+    script = textwrap.dedent(f"""
+        import numpy as np, xarray as xr
+        np.save({str(tmp_path / "tt.npy")!r}, xr.open_zarr({str(tmp_path / "tt.zarr")!r}, consolidated=False).reflectance.values)
+    """)
+    subprocess.run([sys.executable, "-W", "ignore", "-c", script], check=True, cwd=tmp_path)
+    values = np.load(tmp_path / "tt.npy")
+    first = engine.encode(ds.reflectance.values[:, :, :64, :64], engine.EncodeSettings(model=name, quality=quality))
+    assert np.array_equal(values[:, :, :64, :64], engine.decode(first))
 
 
 def test_dask_write_of_temporal_chunks_through_the_accessor(tmp_path: Path, s2_series: np.ndarray) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,6 +192,7 @@ class OfficialImageCoder:
         self.identity = identity
         self.quality = quality
         self._latent_shapes: dict[tuple[int, int], object] = {}
+        self._hook_lock = threading.Lock()
         self._streams = len(self._compress_raw(torch.zeros(1, len(identity.bands), 64, 64))["strings"])
 
     def streams(self, quality: float) -> int:
@@ -210,13 +212,16 @@ class OfficialImageCoder:
 
     @torch.inference_mode()
     def _decode_latent(self, strings: list[list[bytes]], tile_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruction and the latent fed to the synthesis transform (captured by a hook)."""
+        """Reconstruction and the latent fed to the synthesis transform (captured by a hook; one
+        decode at a time, so that concurrent chunk decodes do not see each other's hooks)."""
         captured: list[torch.Tensor] = []
-        hook = self.network.g_s.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-        try:
-            x_hat = self.network.decompress(strings, self._latent_shape(tile_shape))
-        finally:
-            hook.remove()
+        latent_shape = self._latent_shape(tile_shape)
+        with self._hook_lock:
+            hook = self.network.g_s.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+            try:
+                x_hat = self.network.decompress(strings, latent_shape)
+            finally:
+                hook.remove()
         return x_hat, captured[0]
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:

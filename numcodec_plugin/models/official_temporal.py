@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
+import threading
 import warnings
 from pathlib import Path
 
@@ -97,6 +98,8 @@ class OfficialTemporalCoder:
 
     One sequence per call of the published API (it takes batch 1). The checksum of each frame is
     over the quantised latent the synthesis receives, captured while decoding once at encode time.
+    The published network keeps per-call state on itself (shape caches, coding switches), so calls
+    from concurrent chunk decodes are serialised.
     """
 
     temporal = True
@@ -106,6 +109,7 @@ class OfficialTemporalCoder:
         self.identity = identity
         self.flextec = flextec
         self.tile_size = self.size_multiple = int(network.img_dims[0])
+        self._lock = threading.Lock()
 
     def streams(self, quality: float) -> int:
         """Latent tokens per patch coded per frame: all of them for TEC-TT, k = quality for FlexTEC."""
@@ -134,6 +138,10 @@ class OfficialTemporalCoder:
         return x_hat[0], [symbol_checksum(latent) for latent in captured]
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
+        with self._lock:
+            return self._compress(x, quality)
+
+    def _compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
         self._on_device()
         sequences, images = [], []
         for sequence in x:
@@ -146,7 +154,8 @@ class OfficialTemporalCoder:
 
     def decompress(self, streams: list[list[tuple[bytes, ...]]], tile_shape: tuple[int, int],
                    quality: float) -> tuple[torch.Tensor, list[list[int]]]:
-        self._on_device()
-        decoded = [self._decode([[[token] for token in frame] for frame in sequence], len(sequence), quality)
-                   for sequence in streams]
+        with self._lock:
+            self._on_device()
+            decoded = [self._decode([[[token] for token in frame] for frame in sequence], len(sequence), quality)
+                       for sequence in streams]
         return torch.stack([x for x, _ in decoded]), [checksums for _, checksums in decoded]
