@@ -101,6 +101,9 @@ def test_temporal_store_round_trip_in_a_fresh_process(tmp_path: Path, s2_series:
     first = ds.reflectance.values[:4, :, :64, :64]
     direct = engine.decode(engine.encode(first, engine.EncodeSettings(model=TEMPORAL_TEST_MODEL, quality=3)))
     assert np.array_equal(values[:4, :, :64, :64], direct)
+    # and the in-memory preview codes the same chunks, the partial last one included
+    preview = ds.reflectance.tec.roundtrip(3, TEMPORAL_TEST_MODEL, chunk_size=64)
+    assert np.array_equal(preview.values, values)
     script = textwrap.dedent(f"""
         import sys, numpy as np, xarray as xr
         values = xr.open_zarr({str(store)!r}, consolidated=False).reflectance.values

@@ -132,27 +132,35 @@ class DataArrayAccessor:
 
 def _code(da: xr.DataArray, quality: float | None, model: str | None, chunk_size: int | None,
           dn_scale: float) -> tuple[np.ndarray, int, VariablePlan]:
-    """(decoded values, coded bytes, plan): each chunk padded with no-data to full size as Zarr does, coded, decoded."""
+    """(decoded values, coded bytes, plan): each chunk padded with no-data to full size as Zarr does, coded, decoded.
+
+    Chunks are those :func:`plan_variable` gives (several dates each for a temporal model).
+    """
     layout = model_layout(model, quality)
     plan = plan_variable(da, layout, chunk_size, shard_size=None)
     settings = normalise_settings(layout.name, quality, plan.nodata, dn_scale)
     values = np.asarray(da.values)
     decoded = np.empty_like(values)
     nbytes = 0
-    tile = plan.chunks[-2:]
-    for index in np.ndindex(values.shape[:-3]):
-        frame = values[index]
-        height, width = frame.shape[-2:]
-        windows = [(slice(y, min(y + tile[0], height)), slice(x, min(x + tile[1], width)))
-                   for y, x in itertools.product(range(0, height, tile[0]), range(0, width, tile[1]))]
-        chunks = [_pad(frame[:, ys, xs], tile, plan.nodata) for ys, xs in windows]
-        coded = engine.encode_many(chunks, settings)
+    blocks = [tuple(slice(start, min(start + step, size)) for start, step, size in zip(corner, plan.chunks, values.shape))
+              for corner in itertools.product(*(range(0, size, step) for size, step in zip(values.shape, plan.chunks)))]
+    for group in _by_leading_block(blocks, values.ndim - 2):
+        coded = engine.encode_many([_pad(values[block], plan.chunks, plan.nodata) for block in group], settings)
         nbytes += sum(len(data) for data in coded)
-        for (ys, xs), chunk in zip(windows, engine.decode_many(coded)):
-            decoded[index][:, ys, xs] = chunk[:, :ys.stop - ys.start, :xs.stop - xs.start]
+        for block, chunk in zip(group, engine.decode_many(coded)):
+            decoded[block] = chunk[tuple(slice(0, s.stop - s.start) for s in block)]
     return decoded, nbytes, plan
 
 
-def _pad(block: np.ndarray, tile: tuple[int, int], nodata: float) -> np.ndarray:
-    pad = ((0, 0), (0, tile[0] - block.shape[-2]), (0, tile[1] - block.shape[-1]))
+def _by_leading_block(blocks: list[tuple[slice, ...]], leading: int) -> list[list[tuple[slice, ...]]]:
+    """Chunk windows grouped by their window on the first ``leading`` axes (one batch of network work each)."""
+    groups: dict[tuple, list[tuple[slice, ...]]] = {}
+    for block in blocks:
+        groups.setdefault(tuple((s.start, s.stop) for s in block[:leading]), []).append(block)
+    return list(groups.values())
+
+
+def _pad(block: np.ndarray, chunks: tuple[int, ...], nodata: float) -> np.ndarray:
+    """``block`` padded with ``nodata`` at the end of every axis to the full chunk shape."""
+    pad = tuple((0, c - n) for c, n in zip(chunks, block.shape))
     return np.pad(block, pad, constant_values=np.asarray(nodata).astype(block.dtype)) if any(p[1] for p in pad) else block
