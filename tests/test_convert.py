@@ -206,6 +206,35 @@ def test_append_adds_only_new_dates(stac_api: str, tmp_path: Path) -> None:
     assert snapshot(dest) == before
 
 
+def test_temporal_archive_is_written_and_appended_in_whole_time_chunks(stac_api: str, series: np.ndarray,
+                                                                      tmp_path: Path) -> None:
+    temporal = "test-fixed-seed-temporal"
+    dest, reference = tmp_path / "temporal.zarr", tmp_path / "reference.zarr"
+    common = ["--model", temporal, "--time-chunk", "2", "--masks", "scl", "--no-progress"]
+    assert main(["convert", stac_api, str(reference), "--temporal", *common]) == 0
+    ds = xr.open_zarr(reference)
+    assert ds["reflectance"].encoding["chunks"][0] == 2 and ds["scl"].encoding["chunks"][0] == 2
+    assert ds.attrs["terracodec"]["layout"]["codec"]["time_chunk"] == 2
+    da = xr.DataArray(series, dims=("time", "band", "y", "x"), coords={"band": list(L2A_BANDS)})
+    np.testing.assert_array_equal(ds["reflectance"].values, da.tec.roundtrip(model=temporal, time_chunk=2).values)
+
+    # two dates, then two more: every chunk written whole, the same archive as in one go
+    assert main(["convert", stac_api, str(dest), "--datetime", "2023-01-01/2023-05-31", *common]) == 0
+    assert main(["convert", stac_api, str(dest), "--datetime", "2023-06-01/2023-12-31", "--append", "--masks", "scl",
+                 "--no-progress"]) == 0
+    assert_same_archive(dest, reference, same_sources=False)
+
+    # an archive ending inside a time chunk refuses appends, before writing anything
+    partial = tmp_path / "partial.zarr"
+    convert(stac_api, partial, datetime="2023-01-01/2023-05-31", model=temporal, time_chunk=4, progress=False)
+    before = snapshot(partial)
+    with pytest.raises(ConfigurationError, match="ends inside a time chunk of 4"):
+        convert(stac_api, partial, datetime="2023-06-01/2023-12-31", append=True, progress=False)
+    assert snapshot(partial) == before
+    with pytest.raises(ConfigurationError, match="needs a temporal model"):
+        convert(stac_api, tmp_path / "image.zarr", temporal=True, **OPTIONS)
+
+
 def _foreign_group(path: Path) -> None:
     zarr.open_group(path, mode="w").create_array("something", shape=(4,), dtype="uint8")
 

@@ -23,7 +23,7 @@ from numcodec_plugin.errors import ConfigurationError
 from numcodec_plugin.settings import normalise_settings
 from xr_terracodec import metrics
 from xr_terracodec.band_names import are_band_names, band_id, to_model_order
-from xr_terracodec.encoding import BAND_DIM, VariablePlan, band_dimension, encoding, model_layout, plan_variable
+from xr_terracodec.encoding import BAND_DIM, DEFAULT_TIME_CHUNK, VariablePlan, band_dimension, encoding, model_layout, plan_variable
 
 
 def _in_model_order(obj: xr.DataArray | xr.Dataset, model: str | None) -> xr.DataArray | xr.Dataset:
@@ -94,16 +94,18 @@ class DataArrayAccessor:
         return _in_model_order(self._obj, model)
 
     def roundtrip(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
-                  dn_scale: float = engine.DEFAULT_DN_SCALE) -> xr.DataArray:
-        """Encode and decode in memory, chunk by chunk as a store written with :func:`xr_terracodec.encoding` would.
+                  time_chunk: int = DEFAULT_TIME_CHUNK, dn_scale: float = engine.DEFAULT_DN_SCALE) -> xr.DataArray:
+        """Encode and decode in memory, chunk by chunk as a store written with :func:`xr_terracodec.encoding` would
+        (``time_chunk`` dates per chunk for a temporal model).
 
         Returns a DataArray like the input (same dims, coordinates, attributes, dtype) holding the
         values a Zarr v3 store of it would give back.
         """
-        return self._obj.copy(data=_code(self._obj, quality, model, chunk_size, dn_scale)[0])
+        return self._obj.copy(data=_code(self._obj, quality, model, chunk_size, time_chunk, dn_scale)[0])
 
     def report(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
-               dn_scale: float = engine.DEFAULT_DN_SCALE, show: bool = True) -> dict[str, float]:
+               time_chunk: int = DEFAULT_TIME_CHUNK, dn_scale: float = engine.DEFAULT_DN_SCALE,
+               show: bool = True) -> dict[str, float]:
         """Rate and distortion of :meth:`roundtrip`: printed (unless ``show=False``) and returned.
 
         Keys: ``bits_per_pixel_per_band`` (coded bits / values), ``compression_ratio`` (raw bytes /
@@ -111,7 +113,7 @@ class DataArrayAccessor:
         angle in degrees, over pixels whose bands are all valid and non-zero).
         """
         da = self._obj
-        decoded, nbytes, plan = _code(da, quality, model, chunk_size, dn_scale)
+        decoded, nbytes, plan = _code(da, quality, model, chunk_size, time_chunk, dn_scale)
         values = np.moveaxis(np.asarray(da.values), da.get_axis_num(plan.band_dim), -1)
         decoded = np.moveaxis(decoded, da.get_axis_num(plan.band_dim), -1)
         scale = dn_scale if da.dtype.kind == "f" else 1.0
@@ -130,14 +132,14 @@ class DataArrayAccessor:
         return result
 
 
-def _code(da: xr.DataArray, quality: float | None, model: str | None, chunk_size: int | None,
+def _code(da: xr.DataArray, quality: float | None, model: str | None, chunk_size: int | None, time_chunk: int,
           dn_scale: float) -> tuple[np.ndarray, int, VariablePlan]:
     """(decoded values, coded bytes, plan): each chunk padded with no-data to full size as Zarr does, coded, decoded.
 
     Chunks are those :func:`plan_variable` gives (several dates each for a temporal model).
     """
     layout = model_layout(model, quality)
-    plan = plan_variable(da, layout, chunk_size, shard_size=None)
+    plan = plan_variable(da, layout, chunk_size, shard_size=None, time_chunk=time_chunk)
     settings = normalise_settings(layout.name, quality, plan.nodata, dn_scale)
     values = np.asarray(da.values)
     decoded = np.empty_like(values)

@@ -35,6 +35,7 @@ import zarr
 import zarr.errors
 
 from numcodec_plugin.errors import ConfigurationError
+from xr_terracodec.encoding import DEFAULT_TIME_CHUNK
 from xr_terracodec.encoding import encoding as terracodec_encoding
 from xr_terracodec.stac import REFLECTANCE
 
@@ -147,7 +148,7 @@ def archive_encoding(cube: xr.Dataset, codec: Mapping[str, Any]) -> dict[Hashabl
     """
     zarr_format = codec["zarr_format"]
     result = terracodec_encoding(cube, codec["quality"], codec["model"], zarr_format, variables=[REFLECTANCE],
-                                 max_error=codec.get("max_error"))
+                                 max_error=codec.get("max_error"), time_chunk=codec.get("time_chunk", DEFAULT_TIME_CHUNK))
     coded = result[REFLECTANCE]
     for name in cube.data_vars:
         if name == REFLECTANCE:
@@ -233,9 +234,9 @@ def _dims(array: zarr.Array, zarr_format: int) -> list[str]:
     return list(names or [])
 
 
-def write_step(destination: Destination, step: xr.Dataset, index: int, zarr_format: int) -> None:
-    """Write one time step (a Dataset with time of length 1) at archive index ``index``."""
-    step = step.drop_vars([name for name, var in step.variables.items() if TIME not in var.dims])
-    step.attrs = {}
-    step.to_zarr(destination.store(), region={TIME: slice(index, index + 1)}, mode="r+", consolidated=False,
-                 zarr_format=zarr_format)
+def write_steps(destination: Destination, steps: xr.Dataset, index: int, zarr_format: int) -> None:
+    """Write consecutive time steps (whole time chunks of the archive) from archive index ``index`` on."""
+    steps = steps.drop_vars([name for name, var in steps.variables.items() if TIME not in var.dims])
+    steps.attrs = {}
+    steps.to_zarr(destination.store(), region={TIME: slice(index, index + steps.sizes[TIME])}, mode="r+",
+                  consolidated=False, zarr_format=zarr_format)

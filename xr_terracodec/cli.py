@@ -69,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     content.add_argument("--model", help="codec model (default: the archive's, else the bundled model)")
     content.add_argument("--quality", type=float, help="codec quality (default: the archive's, else the model's middle)")
     content.add_argument("--zarr-format", type=int, choices=(2, 3), help="default: the archive's, else 3 (sharded)")
+    content.add_argument("--temporal", action="store_true",
+                         help="code several dates per chunk jointly with a temporal model (default: the bundled temporal mode)")
+    content.add_argument("--time-chunk", type=int, metavar="N", help="dates per chunk with --temporal (default: the archive's, else 4)")
     content.add_argument("--max-error", type=float, nargs="+", metavar="E",
                          help="per-pixel bound in DN, one value or one per band; 0 = lossless (docs/guarantees.md)")
     run = convert.add_argument_group("run")
@@ -107,7 +110,8 @@ def _convert(args: argparse.Namespace) -> None:
                max_cloud=args.max_cloud, max_items=args.max_items, sign=args.sign, masks=args.masks,
                variable=args.variable, model=args.model, quality=args.quality, zarr_format=args.zarr_format,
                append=args.append, storage_options=dict(args.storage_option) or None,
-               max_error=None if args.max_error is None else (args.max_error[0] if len(args.max_error) == 1 else args.max_error))
+               max_error=None if args.max_error is None else (args.max_error[0] if len(args.max_error) == 1 else args.max_error),
+               temporal=args.temporal, time_chunk=args.time_chunk)
     print(job.describe())
     if args.dry_run:
         print("dry run: nothing written")

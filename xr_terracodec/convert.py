@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from numcodec_plugin.engine import DEFAULT_DN_SCALE
 from numcodec_plugin.errors import ConfigurationError
-from numcodec_plugin.models.registry import load_model
+from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, is_temporal, load_model
 from numcodec_plugin.settings import normalise_settings
 from xr_terracodec import archive, metrics
 from xr_terracodec.archive import COMPLETE, CREATING, WRITING, Destination, Record
-from xr_terracodec.encoding import chunk_for_writing
+from xr_terracodec.encoding import DEFAULT_TIME_CHUNK, chunk_for_writing
 from xr_terracodec.sources import open_source
 from xr_terracodec.stac import DEFAULT_COLLECTION, REFLECTANCE
 
@@ -123,7 +123,8 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
          bbox: Sequence[float] | None = None, datetime: str | None = None, max_cloud: float | None = None,
          max_items: int | None = None, sign: bool | None = None, masks: Sequence[str] = (), variable: str | None = None,
          model: str | None = None, quality: float | None = None, zarr_format: int | None = None, append: bool = False,
-         storage_options: Mapping[str, Any] | None = None, max_error: float | Sequence[float] | None = None) -> Plan:
+         storage_options: Mapping[str, Any] | None = None, max_error: float | Sequence[float] | None = None,
+         temporal: bool = False, time_chunk: int | None = None) -> Plan:
     """Open ``source``, read ``dest`` and decide the work; writes nothing.
 
     Parameters
@@ -146,10 +147,14 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
         Add the source's dates to an existing complete archive; dates already present are refused.
     max_error:
         Per-pixel bound in DN (0 = lossless; docs/guarantees.md); default: the archive's, else none.
+    temporal, time_chunk:
+        Code ``time_chunk`` dates per chunk jointly (default 4) with a temporal model (the bundled
+        temporal mode unless ``model`` names one); default: the archive's. Such an archive is written
+        a time chunk at a time, and dates are appended only where it ends on a chunk boundary.
     """
     destination = Destination(str(dest), storage_options)
     existing = destination.read()
-    codec = _codec(existing, model, quality, zarr_format, max_error)
+    codec = _codec(existing, model, quality, zarr_format, max_error, temporal, time_chunk)
     query = {"collection": collection, "bbox": tuple(bbox) if bbox is not None else None, "datetime": datetime,
              "max_cloud": max_cloud, "max_items": max_items}
     opened = open_source(source, model=codec["model"], query=query, masks=masks, variable=variable, sign=sign,
@@ -160,6 +165,11 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
     times = archive.time_labels(cube["time"].values)
     added = {"source": opened.description, "times": [times[0], times[-1]], "count": len(times)}
     action, record, first = _decide(existing, layout, times, append, destination.url, added)
+    if action == "append" and first % codec.get("time_chunk", 1):
+        raise ConfigurationError(
+            f"{destination.url} holds {first} dates, which ends inside a time chunk of {codec['time_chunk']}; appending "
+            "would decode and re-encode that chunk's earlier dates (compounding their loss). Append to an archive that "
+            "ends on a chunk boundary, or write the series to a new archive")
     done = set(record.done)
     pending = tuple(i for i in range(len(times)) if first + i not in done)
     return Plan(action, destination, record, first, pending, cube, encoding, opened.description)
@@ -171,10 +181,13 @@ def _quality_text(codec: Mapping[str, Any]) -> str:
 
 
 def _codec(existing: Record | None, model: str | None, quality: float | None, zarr_format: int | None,
-           max_error: float | Sequence[float] | None) -> dict[str, Any]:
+           max_error: float | Sequence[float] | None, temporal: bool = False, time_chunk: int | None = None) -> dict[str, Any]:
     """Codec settings: given ones, else the archive's, else defaults; with the model's weights digest."""
     stored = existing.layout["codec"] if existing is not None else {}
-    model = model or stored.get("model")
+    model = model or stored.get("model") or (DEFAULT_TEMPORAL_MODEL if temporal else None)
+    if temporal and not is_temporal(model):
+        raise ConfigurationError(f"--temporal needs a temporal model; {model} codes single dates "
+                                 f"(temporal ones: {DEFAULT_TEMPORAL_MODEL}, tec-tt-l2a, tec-tt-l1c, flextec)")
     if quality is None and model == stored.get("model"):
         quality = stored.get("quality")
     if max_error is None:
@@ -188,6 +201,8 @@ def _codec(existing: Record | None, model: str | None, quality: float | None, za
              "dn_scale": settings.dn_scale, "zarr_format": int(zarr_format)}
     if settings.max_error is not None:
         codec["max_error"] = list(settings.max_error) if isinstance(settings.max_error, tuple) else settings.max_error
+    if is_temporal(settings.model):
+        codec["time_chunk"] = int(time_chunk or stored.get("time_chunk") or DEFAULT_TIME_CHUNK)
     return codec
 
 
@@ -250,12 +265,13 @@ def run(job: Plan, *, scheduler: str | None = None, gpus: int | None = None, pro
         done = set(record.done)
         with tqdm(total=len(job.pending) * job.step_bytes, unit="B", unit_scale=True, unit_divisor=1024,
                   desc="encoding", file=sys.stderr, disable=not progress or not job.pending) as bar:
-            for index in job.pending:
-                archive.write_step(destination, job.cube.isel(time=slice(index, index + 1)), job.first + index, fmt)
-                done.add(job.first + index)
+            for group in _write_groups(job.pending, job.first, record.layout["codec"].get("time_chunk", 1)):
+                steps = job.cube.isel(time=slice(group[0], group[-1] + 1))
+                archive.write_steps(destination, steps, job.first + group[0], fmt)
+                done.update(job.first + index for index in group)
                 record = replace(record, done=sorted(done))
                 destination.save(record)
-                bar.update(job.step_bytes)
+                bar.update(job.step_bytes * len(group))
                 bar.set_postfix_str(f"{len(done)}/{len(record.times)} steps")
     if record.state != COMPLETE:
         record = replace(record, state=COMPLETE)
@@ -264,6 +280,18 @@ def run(job: Plan, *, scheduler: str | None = None, gpus: int | None = None, pro
     psnr, sam, sampled = _sample_quality(job)
     return Summary(destination.url, len(record.times), len(job.pending), job.step_bytes * len(record.times),
                    destination.nbytes(), time.perf_counter() - start, psnr, sam, sampled)
+
+
+def _write_groups(pending: Sequence[int], first: int, span: int) -> list[list[int]]:
+    """Pending source steps grouped by the archive's time chunks of ``span`` dates (archive index = first + step).
+
+    A group is written and recorded as one, so an interrupted run resumes at a chunk boundary and
+    no chunk is ever written in parts (which would re-encode a temporal chunk's decoded dates).
+    """
+    groups: dict[int, list[int]] = {}
+    for index in pending:
+        groups.setdefault((first + index) // span, []).append(index)
+    return list(groups.values())
 
 
 def convert(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Path, *, scheduler: str | None = None,
