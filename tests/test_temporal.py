@@ -197,3 +197,10 @@ def test_bundled_temporal_mode_saves_bits_where_the_ground_persists(s2_scene: np
     for t, frame in enumerate(frames):
         image_error = np.abs(engine.decode(frame).astype(np.float64) - series[t]).mean()
         assert np.abs(decoded[t] - series[t]).mean() <= 1.05 * image_error
+
+
+def test_error_bound_holds_for_temporal_chunks(s2_series: np.ndarray) -> None:
+    x = s2_series[:, :, :64, :96]
+    for bound in (0, 7):
+        data = engine.encode(x, engine.EncodeSettings(model=TEMPORAL_TEST_MODEL, max_error=bound))
+        assert np.abs(engine.decode(data).astype(np.int64) - x).max() <= bound
