@@ -169,8 +169,9 @@ def test_official_temporal_models_from_local_checkpoints(tmp_path: Path, monkeyp
     """)
     subprocess.run([sys.executable, "-W", "ignore", "-c", script], check=True, cwd=tmp_path)
     values = np.load(tmp_path / "tt.npy")
-    first = engine.encode(ds.reflectance.values[:, :, :64, :64], engine.EncodeSettings(model=name, quality=quality))
-    assert np.array_equal(values[:, :, :64, :64], engine.decode(first))
+    assert values.shape == ds.reflectance.shape
+    # the same bytes decode to the same values in any process, whichever Dask thread reads a chunk
+    assert np.array_equal(values, xr.open_zarr(tmp_path / "tt.zarr", consolidated=False).reflectance.values)
 
 
 def test_dask_write_of_temporal_chunks_through_the_accessor(tmp_path: Path, s2_series: np.ndarray) -> None:

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import json
 import os
-import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import yaml
@@ -39,6 +41,27 @@ SSL4EO_L1C_MEAN = [1605.57504906, 1390.78157673, 1314.8729939, 1363.52445545, 15
                    2371.7172463, 2299.90463006, 2560.29504086, 830.06605044, 22.10351321, 2177.07172323, 1524.06546312]
 SSL4EO_L1C_STD = [786.78685367, 850.34818441, 875.06484736, 1138.84957046, 1122.17775652, 1161.59187054,
                   1274.39184232, 1248.42891965, 1345.52684884, 577.31607053, 51.15431158, 1336.09932639, 1136.53823676]
+
+
+_network_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="terracodec-official")
+R = TypeVar("R")
+
+
+def on_network_thread(function: Callable[..., R], *args: Any) -> R:
+    """``function(*args)`` in the one thread that evaluates the published networks, with one intra-op thread.
+
+    The published models compute their entropy parameters (and TEC-TT its dequantiser features)
+    outside our canonical path; torch's intra-op thread count is per OS thread, so the same call
+    from different Dask or zarr threads could round differently. One dedicated thread makes every
+    encode and decode in a process evaluate the network the same way (and serialises them: the
+    networks keep per-call state on themselves).
+    """
+    def run() -> R:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            return function(*args)
+
+    return _network_thread.submit(run).result()
 
 
 @dataclass(frozen=True)
@@ -192,7 +215,6 @@ class OfficialImageCoder:
         self.identity = identity
         self.quality = quality
         self._latent_shapes: dict[tuple[int, int], object] = {}
-        self._hook_lock = threading.Lock()
         self._streams = len(self._compress_raw(torch.zeros(1, len(identity.bands), 64, 64))["strings"])
 
     def streams(self, quality: float) -> int:
@@ -210,21 +232,20 @@ class OfficialImageCoder:
             self._compress_raw(torch.zeros(1, len(self.identity.bands), *tile_shape, device=device))
         return self._latent_shapes[tile_shape]
 
-    @torch.inference_mode()
     def _decode_latent(self, strings: list[list[bytes]], tile_shape: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reconstruction and the latent fed to the synthesis transform (captured by a hook; one
-        decode at a time, so that concurrent chunk decodes do not see each other's hooks)."""
+        """Reconstruction and the latent fed to the synthesis transform (captured by a hook)."""
         captured: list[torch.Tensor] = []
-        latent_shape = self._latent_shape(tile_shape)
-        with self._hook_lock:
-            hook = self.network.g_s.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
-            try:
-                x_hat = self.network.decompress(strings, latent_shape)
-            finally:
-                hook.remove()
+        hook = self.network.g_s.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+        try:
+            x_hat = self.network.decompress(strings, self._latent_shape(tile_shape))
+        finally:
+            hook.remove()
         return x_hat, captured[0]
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
+        return on_network_thread(self._compress, x)
+
+    def _compress(self, x: torch.Tensor) -> tuple[list[CodedTile], torch.Tensor]:
         strings = self._compress_raw(x)["strings"]
         # The published models quantise around context-dependent means; decoding once here gives the
         # exact latent a decoder must reproduce (which the checksum pins down) and its reconstruction.
@@ -234,5 +255,5 @@ class OfficialImageCoder:
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
         strings = [[tile[k] for tile in streams] for k in range(self._streams)]
-        x_hat, y_hat = self._decode_latent(strings, tile_shape)
+        x_hat, y_hat = on_network_thread(self._decode_latent, strings, tile_shape)
         return x_hat, [symbol_checksum(y_hat[i]) for i in range(len(streams))]

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import io
 import itertools
-import threading
 import warnings
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from numcodec_plugin._torchvision_shim import ensure_compressai_importable
 from numcodec_plugin.errors import ModelNotFoundError
 from numcodec_plugin.models.base import CodedTile, symbol_checksum
 from numcodec_plugin.models.identity import ModelIdentity
-from numcodec_plugin.models.official import OfficialModel, find_checkpoint, load_weights
+from numcodec_plugin.models.official import OfficialModel, find_checkpoint, load_weights, on_network_thread
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 _warned_cpu: set[str] = set()
@@ -98,8 +97,7 @@ class OfficialTemporalCoder:
 
     One sequence per call of the published API (it takes batch 1). The checksum of each frame is
     over the quantised latent the synthesis receives, captured while decoding once at encode time.
-    The published network keeps per-call state on itself (shape caches, coding switches), so calls
-    from concurrent chunk decodes are serialised.
+    Every call runs on :func:`~numcodec_plugin.models.official.on_network_thread`.
     """
 
     temporal = True
@@ -109,7 +107,6 @@ class OfficialTemporalCoder:
         self.identity = identity
         self.flextec = flextec
         self.tile_size = self.size_multiple = int(network.img_dims[0])
-        self._lock = threading.Lock()
 
     def streams(self, quality: float) -> int:
         """Latent tokens per patch coded per frame: all of them for TEC-TT, k = quality for FlexTEC."""
@@ -138,11 +135,10 @@ class OfficialTemporalCoder:
         return x_hat[0], [symbol_checksum(latent) for latent in captured]
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
-        with self._lock:
-            return self._compress(x, quality)
+        self._on_device()
+        return on_network_thread(self._compress, x, quality)
 
     def _compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
-        self._on_device()
         sequences, images = [], []
         for sequence in x:
             payload = self.network.compress(sequence[None], quality=int(quality) if self.flextec else None)
@@ -154,8 +150,7 @@ class OfficialTemporalCoder:
 
     def decompress(self, streams: list[list[tuple[bytes, ...]]], tile_shape: tuple[int, int],
                    quality: float) -> tuple[torch.Tensor, list[list[int]]]:
-        with self._lock:
-            self._on_device()
-            decoded = [self._decode([[[token] for token in frame] for frame in sequence], len(sequence), quality)
-                       for sequence in streams]
+        self._on_device()
+        decoded = on_network_thread(lambda: [self._decode([[[token] for token in frame] for frame in sequence],
+                                                          len(sequence), quality) for sequence in streams])
         return torch.stack([x for x, _ in decoded]), [checksums for _, checksums in decoded]
