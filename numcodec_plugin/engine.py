@@ -8,7 +8,9 @@ Encode, top to bottom:
 3. convert to DN (floats are multiplied by ``dn_scale``) and standardise with the model's statistics;
 4. cut every frame into equal tiles whose sides are multiples the architecture needs, padding the
    edges by replication;
-5. code the tiles in batches, under ``torch.inference_mode`` and scoped deterministic settings;
+5. code the tiles in batches, under ``torch.inference_mode`` and scoped deterministic settings
+   (a temporal model codes each tile position as one sequence over the chunk's frames,
+   :func:`_unit_order`);
 6. pack header, mask and tile streams (:mod:`numcodec_plugin.bitstream`).
 
 Decode reverses it, checks the model identity and each tile's symbol checksum, rounds and clips
