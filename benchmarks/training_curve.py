@@ -19,11 +19,15 @@ from benchmarks.reporting import markdown_table, write  # noqa: E402
 
 
 def read_log(path: Path) -> list[dict]:
-    """The JSON records of a training log (other lines, e.g. 'resuming from step', are skipped)."""
-    records = []
+    """The JSON records of a training log, as the checkpoints saw them: at a 'resuming from step N' line,
+    the records after step N (from a run stopped before its next checkpoint) are dropped."""
+    records: list[dict] = []
     for line in path.read_text().splitlines():
         if line.startswith("{"):
             records.append(json.loads(line))
+        elif line.startswith("resuming from step"):
+            resumed = int(line.rsplit(" ", 1)[1])
+            records = [r for r in records if r["step"] <= resumed]
     return records
 
 
