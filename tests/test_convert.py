@@ -231,7 +231,7 @@ def test_temporal_archive_is_written_and_appended_in_whole_time_chunks(stac_api:
     with pytest.raises(ConfigurationError, match="ends inside a time chunk of 4"):
         convert(stac_api, partial, datetime="2023-06-01/2023-12-31", append=True, progress=False)
     assert snapshot(partial) == before
-    with pytest.raises(ConfigurationError, match="needs a temporal model"):
+    with pytest.raises(ConfigurationError, match="temporal coding needs a temporal model"):
         convert(stac_api, tmp_path / "image.zarr", temporal=True, **OPTIONS)
 
 

@@ -62,7 +62,7 @@ def test_temporal_model_refuses_a_single_date() -> None:
     ds = xr.Dataset({"r": (("time", "band", "y", "x"), np.ones((3, 12, 64, 64), np.uint16))})
     with pytest.raises(ConfigurationError, match="at least 2"):
         xr_terracodec.encoding(ds, model=TEMPORAL_TEST_MODEL, time_chunk=1, variables=["r"])
-    with pytest.raises(ConfigurationError, match="needs a temporal model"):
+    with pytest.raises(ConfigurationError, match="temporal coding needs a temporal model"):
         xr_terracodec.encoding(ds, model=TEST_MODEL, temporal=True)
 
 

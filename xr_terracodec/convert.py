@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from numcodec_plugin.engine import DEFAULT_DN_SCALE
 from numcodec_plugin.errors import ConfigurationError
-from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, is_temporal, load_model
+from numcodec_plugin.models.registry import is_temporal, load_model, temporal_model
 from numcodec_plugin.settings import normalise_settings
 from xr_terracodec import archive, metrics
 from xr_terracodec.archive import COMPLETE, CREATING, WRITING, Destination, Record
@@ -184,10 +184,9 @@ def _codec(existing: Record | None, model: str | None, quality: float | None, za
            max_error: float | Sequence[float] | None, temporal: bool = False, time_chunk: int | None = None) -> dict[str, Any]:
     """Codec settings: given ones, else the archive's, else defaults; with the model's weights digest."""
     stored = existing.layout["codec"] if existing is not None else {}
-    model = model or stored.get("model") or (DEFAULT_TEMPORAL_MODEL if temporal else None)
-    if temporal and not is_temporal(model):
-        raise ConfigurationError(f"--temporal needs a temporal model; {model} codes single dates "
-                                 f"(temporal ones: {DEFAULT_TEMPORAL_MODEL}, tec-tt-l2a, tec-tt-l1c, flextec)")
+    model = model or stored.get("model")
+    if temporal:
+        model = temporal_model(model)
     if quality is None and model == stored.get("model"):
         quality = stored.get("quality")
     if max_error is None:

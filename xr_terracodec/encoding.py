@@ -31,7 +31,7 @@ import numcodec_plugin.zarr3
 from numcodec_plugin.engine import DEFAULT_DN_SCALE, SUPPORTED_DTYPES, EncodeSettings, default_nodata
 from numcodec_plugin.engine import check_frames as engine_check_frames
 from numcodec_plugin.errors import ConfigurationError
-from numcodec_plugin.models.registry import DEFAULT_MODEL, DEFAULT_TEMPORAL_MODEL, image_counterpart, is_temporal, load_model
+from numcodec_plugin.models.registry import DEFAULT_MODEL, image_counterpart, load_model, temporal_model
 from numcodec_plugin.settings import normalise_settings
 from xr_terracodec.band_names import are_band_names, to_model_order
 
@@ -188,10 +188,7 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
     absent = [name for name in names if name not in ds.data_vars]
     if absent:
         raise ConfigurationError(f"no data variable(s) {absent} in the dataset (has {list(ds.data_vars)})")
-    if temporal and model is not None and not is_temporal(model):
-        raise ConfigurationError(f"temporal=True needs a temporal model; {model} codes images "
-                                 f"(temporal ones: {DEFAULT_TEMPORAL_MODEL}, tec-tt-l2a, tec-tt-l1c, flextec)")
-    layout = model_layout(model or (DEFAULT_TEMPORAL_MODEL if temporal else None), quality)
+    layout = model_layout(temporal_model(model) if temporal else model, quality)
     counterpart = image_counterpart(layout.name) if layout.temporal else None
     image_layout = model_layout(counterpart, quality) if counterpart else None
     result: dict[Hashable, dict[str, Any]] = {}

@@ -32,8 +32,8 @@ class CodedTile:
     offsets: tuple[int, ...] = ()
 
 
-class TileCoder(Protocol):
-    """What the engine needs from a loaded image model: tiles are coded independently."""
+class LoadedModel(Protocol):
+    """What the engine needs from any loaded model, image or temporal."""
 
     identity: ModelIdentity
     network: torch.nn.Module
@@ -41,11 +41,15 @@ class TileCoder(Protocol):
     size_multiple: int
     #: preferred tile edge (the size the model was trained on or assumes)
     tile_size: int
-    #: False for image coders; :class:`SequenceCoder` sets it
+    #: False for :class:`TileCoder`, True for :class:`SequenceCoder`
     temporal: bool
 
     def streams(self, quality: float) -> int:
         """Streams per tile (and frame) at ``quality``."""
+
+
+class TileCoder(LoadedModel, Protocol):
+    """An image model: tiles are coded independently."""
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         """Code a (B, C, H, W) batch of standardised tiles at ``quality``; also return the decoder's
@@ -59,22 +63,11 @@ class TileCoder(Protocol):
 MIN_TEMPORAL_FRAMES = 2
 
 
-class SequenceCoder(Protocol):
-    """What the engine needs from a temporal model: the tiles at one position of a chunk's frames
-    form a sequence, coded in frame order, each frame depending on the ones before it. Chunks
-    hold at least :data:`MIN_TEMPORAL_FRAMES` frames.
-
-    Same attributes as :class:`TileCoder`, with ``temporal = True``.
+class SequenceCoder(LoadedModel, Protocol):
+    """A temporal model: the tiles at one position of a chunk's frames form a sequence, coded in
+    frame order, each frame depending on the ones before it. Chunks hold at least
+    :data:`MIN_TEMPORAL_FRAMES` frames.
     """
-
-    identity: ModelIdentity
-    network: torch.nn.Module
-    size_multiple: int
-    tile_size: int
-    temporal: bool
-
-    def streams(self, quality: float) -> int:
-        """Streams per tile and frame at ``quality``."""
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
         """Code (S, T, C, H, W) sequences of standardised tiles; returns each sequence's T coded tiles and

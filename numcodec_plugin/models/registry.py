@@ -71,7 +71,7 @@ def model_band_count(model: str | None = None) -> int:
         return len(BAND_SETS[OFFICIAL_MODELS[name].band_set])
     if name in TEST_MODELS:
         return len(BAND_SETS[TEST_MODELS[name]])
-    return int(_shipped_header(TEMPORAL_MODES.get(name, name))["config"]["bands"])
+    return int(_shipped_header(_weights_name(name))["config"]["bands"])
 
 
 def is_temporal(model: str | None = None) -> bool:
@@ -80,9 +80,25 @@ def is_temporal(model: str | None = None) -> bool:
     return OFFICIAL_MODELS[name].temporal if name in OFFICIAL_MODELS else name in TEMPORAL_MODES
 
 
+def temporal_model(model: str | None = None) -> str:
+    """The model to code time chunks with: ``model`` (which must be temporal), else :data:`DEFAULT_TEMPORAL_MODEL`."""
+    if model is None:
+        return DEFAULT_TEMPORAL_MODEL
+    if not is_temporal(model):
+        temporal = [DEFAULT_TEMPORAL_MODEL] + sorted(name for name, m in OFFICIAL_MODELS.items() if m.temporal)
+        raise ConfigurationError(f"temporal coding needs a temporal model; {model} codes single dates "
+                                 f"(temporal ones: {', '.join(temporal)})")
+    return model
+
+
 def image_counterpart(model: str) -> str | None:
     """The image model whose weights temporal ``model`` uses (None for the official temporal models)."""
     return TEMPORAL_MODES.get(model)
+
+
+def _weights_name(name: str) -> str:
+    """The bundled or test model whose weights ``name`` uses (itself, or an image model for a temporal mode)."""
+    return TEMPORAL_MODES.get(name, name)
 
 
 @functools.lru_cache(maxsize=None)
@@ -113,7 +129,7 @@ def quality_range(model: str | None = None) -> tuple[float, float]:
         return (1.0, float(OFFICIAL_MODELS[name].quality_count))
     if name in TEST_MODELS:
         return (1.0, 4.0)
-    return (1.0, float(len(_shipped_header(TEMPORAL_MODES.get(name, name))["lambdas"])))
+    return (1.0, float(len(_shipped_header(_weights_name(name))["lambdas"])))
 
 
 def default_quality(model: str | None = None) -> float:
@@ -152,7 +168,7 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
             if model.temporal:
                 return OfficialTemporalCoder(network, identity, flextec=bool(model.levels))
             return OfficialImageCoder(network, identity, float(quality or default_quality(name)))
-        image = TEMPORAL_MODES.get(name, name)
+        image = _weights_name(name)
         if image in TEST_MODELS:
             band_set = TEST_MODELS[image]
             with torch.random.fork_rng(devices=[]):
