@@ -1,10 +1,10 @@
-"""The TerraCodec chunk format, version 1 (specified in ``docs/format.md``).
+"""The TerraCodec chunk format, versions 1 to 3 (specified in ``docs/format.md``).
 
 A chunk is self-describing: the header says which model and quality coded it, the array's
 shape and dtype, the no-data value and the tile grid, so any reader with the model can decode
 it without the codec configuration. Layout (little-endian)::
 
-    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
+    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set; 3 when bit 5 is) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 3: one mask for all bands;
@@ -13,12 +13,16 @@ it without the codec configuration. Layout (little-endian)::
     |  | scale index u8*(frames*bands*subbands*3) | shift, predictor u8 and weight i8, each *(frames*bands*subbands)
     |  | high, low, exceptions: varint length + bytes each]  (flag bit 1)
     | per tile, row-major over (frames, tile rows, tile columns):
-    |     symbol checksum u32 | DC offsets: zigzag varint * bands | per stream: varint length + bytes
+    |     symbol checksum u32 | DC offsets: zigzag varint * bands
+    |     | [low-pass correction: block log2 u8 (0: none) | if not 0: step index u8 | scale index u8*bands
+    |     |  | varint length + bytes]                   (flag bit 5)
+    |     | per stream: varint length + bytes
     | CRC-32 of everything before it, u32
 
 Flag bit 4 (temporal): the tiles at one position form a sequence over the chunk's frames, and
 decoding tile (f, r, c) needs tiles (0..f-1, r, c). Such chunks are written as version 2, so a
-reader that predates temporal chunks refuses them instead of misreading them.
+reader that predates temporal chunks refuses them instead of misreading them. Flag bit 5 (low-pass
+corrections, :mod:`numcodec_plugin.lowpass`) makes a chunk version 3, for the same reason.
 
 This module only packs and unpacks bytes; it knows nothing about networks.
 """
@@ -34,17 +38,21 @@ import numpy as np
 
 from numcodec_plugin import wavelet
 from numcodec_plugin.errors import BitstreamError
+from numcodec_plugin.lowpass import BLOCK_SIZES, LowpassCorrection
 from numcodec_plugin.models.base import CodedTile
 from numcodec_plugin.residual import CONTEXTS, ResidualLayer
 
 MAGIC = b"TECZ"
 VERSION = 1
 TEMPORAL_VERSION = 2
+LOWPASS_VERSION = 3
 FLAG_MASK = 0x01
 FLAG_RESIDUAL = 0x02
 FLAG_RESIDUAL_ONLY = 0x04  # no learned layer: the residual layer codes the values themselves
 FLAG_PIXEL_MASK = 0x08  # the mask is the same in every band and stored once per pixel
 FLAG_TEMPORAL = 0x10  # tiles at one position are coded as a sequence over the frames
+FLAG_LOWPASS = 0x20  # every tile carries a low-pass correction field (possibly empty)
+KNOWN_FLAGS = FLAG_MASK | FLAG_RESIDUAL | FLAG_RESIDUAL_ONLY | FLAG_PIXEL_MASK | FLAG_TEMPORAL | FLAG_LOWPASS
 DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 MAX_ELEMENTS = 1 << 32
@@ -134,11 +142,13 @@ def pack(chunk: Chunk) -> bytes:
         flags |= FLAG_RESIDUAL_ONLY
     if h.temporal:
         flags |= FLAG_TEMPORAL
+    if any(tile.correction is not None for tile in chunk.tiles):
+        flags |= FLAG_LOWPASS
     mask = chunk.mask
     if mask is not None and (mask == mask[..., :1, :, :]).all():  # no-data is usually whole pixels
         flags |= FLAG_PIXEL_MASK
         mask = mask[..., 0, :, :]
-    out += struct.pack("<BBBB", TEMPORAL_VERSION if h.temporal else VERSION, flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
+    out += struct.pack("<BBBB", _version(flags), flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
     out += struct.pack(f"<{len(h.shape)}I", *h.shape)
     out += struct.pack("<B", len(name)) + name + h.model_digest
     out += _FIXED.pack(h.quality, h.nodata, h.dn_scale, *h.tile_shape, h.streams_per_tile)
@@ -158,14 +168,44 @@ def pack(chunk: Chunk) -> bytes:
             raise ValueError(f"tile has {len(tile.offsets)} DC offsets for {h.shape[-3]} bands")
         for value in tile.offsets:
             out += _varint((value << 1) ^ (value >> 63))
+        if flags & FLAG_LOWPASS:
+            out += _pack_correction(tile.correction)
         for stream in tile.streams:
             out += _varint(len(stream)) + stream
     out += struct.pack("<I", zlib.crc32(out))
     return bytes(out)
 
 
+def _version(flags: int) -> int:
+    """The oldest format version that has every feature ``flags`` uses."""
+    if flags & FLAG_LOWPASS:
+        return LOWPASS_VERSION
+    return TEMPORAL_VERSION if flags & FLAG_TEMPORAL else VERSION
+
+
+def _pack_correction(correction: LowpassCorrection | None) -> bytes:
+    if correction is None:
+        return b"\0"
+    c = correction
+    return struct.pack(f"<BB{len(c.scale_index)}B", c.block_log2, c.step_index, *c.scale_index) + _varint(len(c.symbols)) + c.symbols
+
+
+def _unpack_correction(r: _Reader, header: ChunkHeader) -> LowpassCorrection | None:
+    (block_log2,) = r.unpack("<B", "low-pass correction")
+    if block_log2 == 0:
+        return None
+    block = 1 << block_log2
+    if block not in BLOCK_SIZES or header.tile_shape[0] % block or header.tile_shape[1] % block:
+        raise BitstreamError(f"corrupt chunk: low-pass block of 2**{block_log2} pixels does not fit the "
+                             f"{header.tile_shape[0]}x{header.tile_shape[1]} tiles")
+    bands = header.shape[-3]
+    step_index, *scale_index = r.unpack(f"<B{bands}B", "low-pass correction")
+    return LowpassCorrection(block_log2, step_index, tuple(scale_index),
+                             bytes(r.take(r.varint("low-pass correction"), "low-pass correction")))
+
+
 def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
-    """Parse and verify a chunk; raises :class:`BitstreamError` on anything that is not a valid v1 chunk."""
+    """Parse and verify a chunk; raises :class:`BitstreamError` on anything that is not a valid chunk."""
     view = memoryview(np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8)) if isinstance(data, np.ndarray) else data).cast("B")
     if len(view) < len(MAGIC) or bytes(view[:4]) != MAGIC:
         raise BitstreamError("not a TerraCodec chunk: magic bytes 'TECZ' missing (foreign or empty data)")
@@ -177,11 +217,11 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     r = _Reader(view[:-4])
     r.take(4, "magic")
     version, flags, dtype_code, ndim = r.unpack("<BBBB", "header")
-    if version not in (VERSION, TEMPORAL_VERSION):
-        raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION} and "
-                             f"{TEMPORAL_VERSION}); upgrade xr-terracodec")
-    if bool(flags & FLAG_TEMPORAL) != (version == TEMPORAL_VERSION):
-        raise BitstreamError(f"corrupt chunk: version {version} with temporal flag {bool(flags & FLAG_TEMPORAL)}")
+    if version not in (VERSION, TEMPORAL_VERSION, LOWPASS_VERSION):
+        raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION} to "
+                             f"{LOWPASS_VERSION}); upgrade xr-terracodec")
+    if flags & ~KNOWN_FLAGS or _version(flags) != version:
+        raise BitstreamError(f"corrupt chunk: flags {flags:#04x} do not match format version {version}")
     if dtype_code not in DTYPES:
         raise BitstreamError(f"corrupt chunk: unknown dtype code {dtype_code}")
     if not 3 <= ndim <= 8:
@@ -222,8 +262,9 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     for _ in range(0 if flags & FLAG_RESIDUAL_ONLY else header.tile_count):
         (checksum,) = r.unpack("<I", "tile checksum")
         offsets = tuple((v >> 1) ^ -(v & 1) for v in (r.varint("tile offset") for _ in range(header.shape[-3])))
+        correction = _unpack_correction(r, header) if flags & FLAG_LOWPASS else None
         streams_of_tile = tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams))
-        tiles.append(CodedTile(streams_of_tile, checksum, offsets))
+        tiles.append(CodedTile(streams_of_tile, checksum, offsets, correction))
     if r.pos != len(r.data):
         raise BitstreamError(f"corrupt chunk: {len(r.data) - r.pos} unexpected bytes after the last tile")
     return Chunk(header, mask, tiles, residual)

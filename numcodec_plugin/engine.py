@@ -11,7 +11,9 @@ Encode, top to bottom:
 5. code the tiles in batches, under ``torch.inference_mode`` and scoped deterministic settings
    (a temporal model codes each tile position as one sequence over the chunk's frames,
    :func:`_unit_order`);
-6. pack header, mask and tile streams (:mod:`numcodec_plugin.bitstream`).
+6. measure each tile's DC offsets and low-pass correction against the decoder's reconstruction
+   (:func:`_with_corrections`);
+7. pack header, mask and tile streams (:mod:`numcodec_plugin.bitstream`).
 
 Decode reverses it, checks the model identity and each tile's symbol checksum, rounds and clips
 to the dtype, and puts the no-data values back.
@@ -25,12 +27,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from numcodec_plugin import bitstream, runtime
+from numcodec_plugin import bitstream, lowpass, runtime
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
 from numcodec_plugin.models.registry import check_quality, default_quality, load_model, quality_range
 from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
 from numcodec_plugin.scoped_determinism import deterministic_torch
+from numcodec_plugin.tile_pool import map_tiles
 
 SUPPORTED_DTYPES = tuple(bitstream.DTYPE_CODES)
 DEFAULT_DN_SCALE = 10000.0
@@ -160,8 +163,8 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
             order, _ = orders[i]
             frame_major = np.argsort(order) + offset
             reconstructed[i] = decoded[frame_major]
-            coded[i] = _with_dc_offsets([tiles[k] for k in frame_major], reconstructed[i], prepared[i].tiles,
-                                        prepared[i].valid, coder)
+            coded[i] = _with_corrections([tiles[k] for k in frame_major], reconstructed[i], prepared[i].tiles,
+                                         prepared[i].valid, coder.identity.std, coder.rate_lambda(quality))
             offset += len(order)
     out = []
     for array, p, tiles, decoded in zip(arrays, prepared, coded, reconstructed):
@@ -216,19 +219,27 @@ def bounded_quality_candidates(model: str | None) -> list[float]:
 OFFSET_STEP = 2.0  # DN per unit of a tile's stored DC offset
 
 
-def _with_dc_offsets(tiles: list[CodedTile], decoded: np.ndarray, originals: np.ndarray, valid: np.ndarray,
-                     coder: AnyCoder) -> list[CodedTile]:
-    """Tiles carrying their per-band DC correction: the mean error (DN) of ``decoded`` over valid pixels.
+def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np.ndarray, valid: np.ndarray,
+                      std: tuple[float, ...], rate_lambda: float | None) -> list[CodedTile]:
+    """Tiles carrying the engine's corrections of the learned reconstruction, measured against the originals.
 
-    A small or briefly trained network reconstructs a band's level with a bias of up to a few
-    hundred DN; two bytes per band and tile remove it.
+    * DC offsets: per band, the mean error (DN) over the tile's valid pixels. A small or briefly
+      trained network reconstructs a band's level with a bias of up to a few hundred DN; two bytes
+      per band and tile remove it.
+    * The low-pass correction (:mod:`numcodec_plugin.lowpass`) of what error remains, where the
+      model states its rate-distortion trade-off (``rate_lambda``) and a correction pays for itself.
     """
-    std = np.asarray(coder.identity.std, dtype=np.float64)
-    error = (decoded.astype(np.float64) - originals) * std[None, :, None, None]
+    error = (decoded.astype(np.float64) - originals) * np.asarray(std, dtype=np.float64)[None, :, None, None]
     counts = valid.sum(axis=(-2, -1))
     mean_error = np.where(counts > 0, (error * valid).sum(axis=(-2, -1)) / np.maximum(counts, 1), 0.0)
     steps = np.rint(mean_error / OFFSET_STEP).astype(np.int64)
-    return [replace(tile, offsets=tuple(int(v) for v in row)) for tile, row in zip(tiles, steps)]
+    error -= steps[:, :, None, None] * OFFSET_STEP
+    if rate_lambda is None:
+        corrections = [None] * len(tiles)
+    else:
+        corrections = map_tiles(lambda k: lowpass.fit(error[k], valid[k, 0], rate_lambda), range(len(tiles)))
+    return [replace(tile, offsets=tuple(int(v) for v in row), correction=correction)
+            for tile, row, correction in zip(tiles, steps, corrections)]
 
 
 def _unit_order(shape: tuple[int, ...], tile_shape: tuple[int, int], temporal: bool) -> tuple[np.ndarray, int]:
@@ -399,11 +410,14 @@ def _finish_values(chunk: bitstream.Chunk, result: np.ndarray) -> np.ndarray:
 
 def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list[CodedTile], coder: AnyCoder) -> np.ndarray:
     """(frames, bands, y, x) learned reconstruction in the chunk's dtype: standardised tiles to DN,
-    minus each tile's DC offsets."""
+    minus each tile's DC offsets and low-pass correction."""
     mean = np.asarray(coder.identity.mean, dtype=np.float32)[None, :, None, None]
     std = np.asarray(coder.identity.std, dtype=np.float32)[None, :, None, None]
     offsets = np.asarray([tile.offsets for tile in coded], dtype=np.float32) * OFFSET_STEP
     dn = decoded * std + mean - offsets[:, :, None, None]
+    for k, tile in enumerate(coded):
+        if tile.correction is not None:
+            dn[k] -= lowpass.correction_field(tile.correction, dn.shape[1], header.tile_shape)
     return _to_dtype(_from_tiles(dn, math.prod(header.shape[:-3]), header.shape[-2], header.shape[-1]), header)
 
 

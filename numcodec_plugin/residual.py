@@ -35,6 +35,8 @@ from numcodec_plugin.models.entropy_coding import (
     decode_uniform,
     encode_laplace,
     encode_uniform,
+    laplace_scale,
+    laplace_scale_index,
 )
 
 NO_PREDICTOR = 255
@@ -108,13 +110,13 @@ def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
         members = classes == k
         count = members.sum(axis=(-2, -1))
         mean_abs = np.where(members, np.abs(band), 0).sum(axis=(-2, -1)) / np.maximum(count, 1)
-        index[..., k] = np.clip(np.rint(16 * np.log2(mean_abs + 1 / 64)) + 96, 0, 255)
+        index[..., k] = laplace_scale_index(mean_abs)
     return index
 
 
 def _scales(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Per-coefficient Laplace scales from (frames, bands, CONTEXTS) indexes and the context classes."""
-    per_class = np.maximum(2.0 ** ((index.astype(np.float64) - 96) / 16), 1 / 64)
+    per_class = laplace_scale(index)
     return np.take_along_axis(per_class, classes.reshape(classes.shape[:2] + (-1,)), axis=-1).reshape(classes.shape)
 
 

@@ -2,30 +2,38 @@
 
 from __future__ import annotations
 
+import struct
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from numcodec_plugin import BitstreamError, TerraCodecError, bitstream, engine
+from numcodec_plugin.lowpass import LowpassCorrection
 from numcodec_plugin.models.base import CodedTile
 from tests.conftest import TEST_MODEL
 
 
-def _chunk(mask: bool) -> bitstream.Chunk:
+def _chunk(mask: bool, corrections: bool = False) -> bitstream.Chunk:
     header = bitstream.ChunkHeader((2, 12, 300, 200), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", 4.5, 0.0,
                                    10000.0, (160, 224), 2)
     offsets = (0, 1, -1, 63, -64, 64, -65, 1000, -1000, 2**20, -(2**20), 7)
-    tiles = [CodedTile((bytes([i]) * (100 + i), b"z" * 7), 0xDEADBEEF - i, offsets) for i in range(header.tile_count)]
+    correction = LowpassCorrection(5, 40, tuple(range(90, 102)), b"grid" * 30)
+    tiles = [CodedTile((bytes([i]) * (100 + i), b"z" * 7), 0xDEADBEEF - i, offsets,
+                       correction if corrections and i % 2 else None) for i in range(header.tile_count)]
     m = np.zeros(header.shape, bool)
     m[0, :, :3, :5] = True
     return bitstream.Chunk(header, m if mask else None, tiles)
 
 
-@pytest.mark.parametrize("mask", [False, True])
-def test_pack_unpack_round_trip(mask: bool) -> None:
-    chunk = _chunk(mask)
-    back = bitstream.unpack(bitstream.pack(chunk))
+@pytest.mark.parametrize(("mask", "corrections"), [(False, False), (True, False), (True, True)])
+def test_pack_unpack_round_trip(mask: bool, corrections: bool) -> None:
+    chunk = _chunk(mask, corrections)
+    data = bitstream.pack(chunk)
+    assert data[4] == (bitstream.LOWPASS_VERSION if corrections else bitstream.VERSION)
+    back = bitstream.unpack(data)
     assert back.header == chunk.header
     assert back.tiles == chunk.tiles
     assert (back.mask is None) == (not mask)
@@ -50,7 +58,7 @@ def test_foreign_bytes_are_refused() -> None:
 
 
 def test_every_truncation_is_refused() -> None:
-    data = bitstream.pack(_chunk(mask=True))
+    data = bitstream.pack(_chunk(mask=True, corrections=True))
     for n in range(len(data)):
         with pytest.raises(BitstreamError):
             bitstream.unpack(data[:n])
@@ -59,12 +67,22 @@ def test_every_truncation_is_refused() -> None:
 def test_newer_version_names_the_problem() -> None:
     data = bytearray(bitstream.pack(_chunk(mask=False)))
     data[4] = 9
-    import struct
-    import zlib
-
-    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
     with pytest.raises(BitstreamError, match="version 9"):
-        bitstream.unpack(bytes(data))
+        bitstream.unpack(_with_crc(data))
+
+
+def _with_crc(data: bytearray) -> bytes:
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("position", "value"), [(4, bitstream.VERSION), (4, bitstream.TEMPORAL_VERSION), (5, 0x60 | 0x01)])
+def test_flags_must_match_the_version(position: int, value: int) -> None:
+    """A chunk with low-pass corrections relabelled as an older version, or with an unknown flag, is refused."""
+    data = bytearray(bitstream.pack(_chunk(mask=True, corrections=True)))
+    data[position] = value
+    with pytest.raises(BitstreamError, match="do not match format version"):
+        bitstream.unpack(_with_crc(data))
 
 
 @pytest.fixture(scope="module")

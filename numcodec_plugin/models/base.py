@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from numcodec_plugin.lowpass import LowpassCorrection
 from numcodec_plugin.models.identity import ModelIdentity
 
 
@@ -24,12 +25,14 @@ class CodedTile:
 
     ``offsets``: the engine's per-band DC correction of the tile, in units of ``OFFSET_STEP`` DN
     (the mean error of the learned reconstruction over the tile's valid pixels, measured by the
-    encoder and subtracted by the decoder).
+    encoder and subtracted by the decoder). ``correction``: the engine's low-pass correction of the
+    tile (:mod:`numcodec_plugin.lowpass`), if the encoder found one that pays.
     """
 
     streams: tuple[bytes, ...]
     checksum: int
     offsets: tuple[int, ...] = ()
+    correction: LowpassCorrection | None = None
 
 
 class LoadedModel(Protocol):
@@ -46,6 +49,11 @@ class LoadedModel(Protocol):
 
     def streams(self, quality: float) -> int:
         """Streams per tile (and frame) at ``quality``."""
+
+    def rate_lambda(self, quality: float) -> float | None:
+        """The Lagrange multiplier the model trades rate for distortion with at ``quality``
+        (distortion: MSE in reflectance units; rate: bits per pixel per band), or None if unknown.
+        The engine's low-pass correction layer uses it, and is off for models that return None."""
 
 
 class TileCoder(LoadedModel, Protocol):

@@ -83,6 +83,16 @@ def decode_gaussian(data: bytes, scales: np.ndarray) -> np.ndarray:
     return _decode(data, _GAUSSIAN, np.zeros(scales.size), _bounded(scales)).reshape(scales.shape)
 
 
+def laplace_scale_index(mean_abs: np.ndarray) -> np.ndarray:
+    """The byte that stores a Laplace scale: ``i = round(16 log2(mean |symbol|)) + 96``, clipped to 0..255."""
+    return np.clip(np.rint(16 * np.log2(np.asarray(mean_abs, np.float64) + 1 / 64)) + 96, 0, 255).astype(np.uint8)
+
+
+def laplace_scale(index: np.ndarray) -> np.ndarray:
+    """The Laplace scale a stored byte stands for (inverse of :func:`laplace_scale_index`), at least 1/64."""
+    return np.maximum(2.0 ** ((np.asarray(index, np.float64) - 96) / 16), 1 / 64)
+
+
 def encode_laplace(symbols: np.ndarray, scales: np.ndarray) -> bytes:
     """Code integer symbols in +-RESIDUAL_LIMIT under zero-mean discretised Laplace laws of ``scales``."""
     return _encode(symbols, _LAPLACE, np.zeros(symbols.size), scales.reshape(-1).astype(np.float64))

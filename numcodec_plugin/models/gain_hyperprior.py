@@ -131,9 +131,12 @@ class GainHyperpriorCoder:
     size_multiple = GainHyperprior.size_multiple
     temporal = False
 
-    def __init__(self, network: GainHyperprior, identity: ModelIdentity) -> None:
+    def __init__(self, network: GainHyperprior, identity: ModelIdentity, lambdas: tuple[float, ...]) -> None:
+        if len(lambdas) != network.levels:
+            raise ValueError(f"{len(lambdas)} lambdas for a network with {network.levels} quality levels")
         self.network = network
         self.identity = identity
+        self.lambdas = lambdas
         self.z_tables = CategoricalTables.from_entropy_bottleneck(network.entropy_bottleneck)
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
         self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
@@ -141,6 +144,11 @@ class GainHyperpriorCoder:
     def streams(self, quality: float) -> int:
         """Streams per tile: the latent and the hyper-latent."""
         return 2
+
+    def rate_lambda(self, quality: float) -> float:
+        """The training lambda of ``quality``, interpolated geometrically like the gains."""
+        log_lambdas = np.log(np.asarray(self.lambdas, dtype=np.float64))
+        return float(np.exp(np.interp(quality - 1.0, np.arange(len(log_lambdas)), log_lambdas)))
 
     def _gains(self, batch: int, quality: float, network: GainHyperprior, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return network.gains(torch.full((batch,), quality - 1.0, device=device))

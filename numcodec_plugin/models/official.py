@@ -220,6 +220,10 @@ class OfficialImageCoder:
     def streams(self, quality: float) -> int:
         return self._streams
 
+    def rate_lambda(self, quality: float) -> float | None:
+        """Unknown in our units (the published lambdas weigh another distortion), so no low-pass layer."""
+        return None
+
     @torch.inference_mode()
     def _compress_raw(self, x: torch.Tensor) -> dict:
         out = self.network.compress(x)

@@ -112,6 +112,10 @@ class OfficialTemporalCoder:
         """Latent tokens per patch coded per frame: all of them for TEC-TT, k = quality for FlexTEC."""
         return int(quality) if self.flextec else self.network.model.get_dec_len()
 
+    def rate_lambda(self, quality: float) -> float | None:
+        """Unknown in our units (the published lambdas weigh another distortion), so no low-pass layer."""
+        return None
+
     def _on_device(self) -> None:
         device = next(self.network.parameters()).device
         self.network.device = device  # the wrapper moves its inputs there

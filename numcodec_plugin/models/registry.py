@@ -40,6 +40,7 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
 #: temporal modes of bundled image models: name -> the image model whose weights they use
 TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: DEFAULT_MODEL, "test-fixed-seed-temporal": "test-fixed-seed"}
+_TEST_LAMBDAS = tuple(64.0 * 3.16 ** k for k in range(4))  # the bundled law, one per quality level
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -175,14 +176,16 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
                 torch.manual_seed(1234)
                 network = GainHyperprior(bands=len(BAND_SETS[band_set]), N=16, M=32, levels=4)
             mean, std = _TEST_MEAN[band_set], _TEST_STD[band_set]
+            lambdas = _TEST_LAMBDAS
         else:
             network, statistics = load_bundled_network(image)
             mean, std = statistics["mean"], statistics["std"]
+            lambdas = tuple(_shipped_header(image)["lambdas"])
             band_set = "S2L2A"
         network.eval()
         identity = ModelIdentity.of(name, band_set, mean, std, network)
         network.update(force=True)
-        return (TemporalGainHyperpriorCoder if name in TEMPORAL_MODES else GainHyperpriorCoder)(network, identity)
+        return (TemporalGainHyperpriorCoder if name in TEMPORAL_MODES else GainHyperpriorCoder)(network, identity, lambdas)
 
 
 def check_quality(name: str | None, quality: float) -> None:

@@ -1,0 +1,205 @@
+"""The low-pass correction layer: a coarse per-band grid that removes a tile's large-scale error.
+
+Most of the bundled network's error is spatially smooth: on the validation tiles the means of its
+error over 64 x 64 pixel blocks carry a quarter of the error's energy, over 8 x 8 blocks two thirds
+(``benchmarks/lowpass_gain.py`` measures it). Such error costs a grid of block means far fewer bits
+than the learned latent needs for the same gain. So, per tile, the encoder:
+
+1. measures the mean error of the reconstruction (DN, valid pixels only) in square blocks of
+   ``block`` pixels, per band;
+2. quantises the means with the step that is rate-distortion optimal for that block size at the
+   model's Lagrange multiplier ``lam`` (:func:`quantiser_step`);
+3. predicts each quantised mean from its neighbours (JPEG-LS's median edge detector) and
+   entropy-codes the prediction residuals under a zero-mean discretised Laplace law per band;
+4. keeps the block size (or no layer at all) with the lowest cost ``lam * D + R``, where ``D`` is
+   the mean squared error in reflectance units (DN / 10000) after the correction and ``R`` the
+   layer's bits per pixel per band: the same trade-off the network was trained for.
+
+The decoder interpolates the grid bilinearly between block centres (held constant beyond the outer
+centres) and subtracts it. :func:`correction_field` is that interpolation, in float64 with
+element-wise operations only, so encoder and decoder compute the same field bit for bit on any
+machine (the error-bounded layer's CRC of the reconstruction depends on it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from numcodec_plugin.models.entropy_coding import (
+    RESIDUAL_LIMIT,
+    LaplaceDecoder,
+    encode_laplace,
+    laplace_scale,
+    laplace_scale_index,
+)
+
+#: candidate block sides in pixels, coarse to fine; a block size must divide the tile's height and width
+BLOCK_SIZES = (128, 64, 32, 16, 8, 4)
+#: reflectance is DN / 10000: squared errors in DN are divided by this to give the unit of ``lam``
+DN_PER_REFLECTANCE_SQUARED = 1e8
+#: bytes a correction adds to its tile besides the coded symbols: block, step, length varint (approx.)
+_FIXED_BYTES = 4
+
+
+@dataclass(frozen=True)
+class LowpassCorrection:
+    """One tile's coded correction grid."""
+
+    block_log2: int  # block side 2 ** block_log2 pixels
+    step_index: int  # quantiser step 2 ** (step_index / 8) DN
+    scale_index: tuple[int, ...]  # per band: Laplace scale of the symbols (entropy_coding.laplace_scale)
+    symbols: bytes  # the (bands, rows, columns) grid's prediction residuals, Laplace-coded
+
+    @property
+    def block(self) -> int:
+        return 1 << self.block_log2
+
+    @property
+    def step(self) -> float:
+        return 2.0 ** (self.step_index / 8)
+
+
+def quantiser_step(lam: float, block: int) -> float:
+    """The step (DN) that minimises ``lam * D + R`` for block means of ``block`` x ``block`` pixels.
+
+    Quantising a block mean with step s adds about s**2 / 12 DN**2 to each of its ``block**2``
+    samples and saves about log2(s) bits per block; setting the derivative to zero gives
+    s**2 = 6e8 / (lam * block**2 * ln 2).
+    """
+    return math.sqrt(6 * DN_PER_REFLECTANCE_SQUARED / (lam * block * block * math.log(2)))
+
+
+def _step_index(step: float) -> int:
+    return int(np.clip(round(8 * math.log2(step)), 0, 255))
+
+
+def _bilinear_weights(positions: np.ndarray, cells: int, block: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For pixels at ``positions``: the two grid cells each lies between and the second one's weight."""
+    position = np.clip((positions + 0.5) / block - 0.5, 0, cells - 1)
+    first = np.floor(position).astype(np.int64)
+    return first, np.minimum(first + 1, cells - 1), position - first
+
+
+def upsample(grid: np.ndarray, block: int, rows: np.ndarray | None = None, columns: np.ndarray | None = None) -> np.ndarray:
+    """The bilinear field of a (bands, r, c) grid of ``block``-pixel cells, float64, at the pixel ``rows``
+    and ``columns`` given (default all: (bands, r * block, c * block))."""
+    cells_r, cells_c = grid.shape[-2:]
+    rows = np.arange(cells_r * block) if rows is None else rows
+    columns = np.arange(cells_c * block) if columns is None else columns
+    r0, r1, wr = _bilinear_weights(rows, cells_r, block)
+    c0, c1, wc = _bilinear_weights(columns, cells_c, block)
+    grid = grid.astype(np.float64)
+    by_rows = grid[:, r0, :] * (1 - wr)[:, None] + grid[:, r1, :] * wr[:, None]
+    return by_rows[:, :, c0] * (1 - wc) + by_rows[:, :, c1] * wc
+
+
+def correction_field(correction: LowpassCorrection, bands: int, tile_shape: tuple[int, int]) -> np.ndarray:
+    """The (bands, th, tw) float32 field (DN) that the decoder subtracts from the tile."""
+    block = correction.block
+    if len(correction.scale_index) != bands or tile_shape[0] % block or tile_shape[1] % block:
+        raise ValueError(f"low-pass correction with {len(correction.scale_index)} bands and {block}-pixel "
+                         f"blocks does not fit a {bands}-band {tile_shape[0]}x{tile_shape[1]} tile")
+    grid = _decode_grid(correction, (bands, tile_shape[0] // block, tile_shape[1] // block))
+    return upsample(grid, block).astype(np.float32)
+
+
+def _median_prediction(left: np.ndarray, up: np.ndarray, up_left: np.ndarray) -> np.ndarray:
+    """JPEG-LS's median edge detector: min or max of the neighbours across an edge, else the plane."""
+    low, high = np.minimum(left, up), np.maximum(left, up)
+    return np.where(up_left >= high, low, np.where(up_left <= low, high, left + up - up_left))
+
+
+def prediction_residuals(grid: np.ndarray) -> np.ndarray:
+    """(bands, rows, columns) integers minus their median prediction from the cells left, above and
+    above-left (zero outside the grid); what is entropy-coded."""
+    padded = np.pad(grid, ((0, 0), (1, 0), (1, 0)))
+    return grid - _median_prediction(padded[:, 1:, :-1], padded[:, :-1, 1:], padded[:, :-1, :-1])
+
+
+def from_prediction_residuals(residuals: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`prediction_residuals`, one anti-diagonal of cells at a time (each depends only
+    on earlier ones)."""
+    bands, rows, columns = residuals.shape
+    padded = np.zeros((bands, rows + 1, columns + 1), dtype=np.int64)
+    for diagonal in range(rows + columns - 1):
+        r = np.arange(max(0, diagonal - columns + 1), min(rows, diagonal + 1))
+        c = diagonal - r
+        predicted = _median_prediction(padded[:, r + 1, c], padded[:, r, c + 1], padded[:, r, c])
+        padded[:, r + 1, c + 1] = predicted + residuals[:, r, c]
+    return padded[:, 1:, 1:]
+
+
+def _decode_grid(correction: LowpassCorrection, shape: tuple[int, int, int]) -> np.ndarray:
+    scales = np.broadcast_to(laplace_scale(np.asarray(correction.scale_index))[:, None, None], shape)
+    residuals = LaplaceDecoder(correction.symbols).decode(np.ascontiguousarray(scales)).astype(np.int64)
+    return from_prediction_residuals(residuals) * correction.step
+
+
+def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorrection, np.ndarray]:
+    """The coded correction for these block means, and the grid (DN) the decoder will get from it."""
+    step_index = _step_index(quantiser_step(lam, block))
+    step = 2.0 ** (step_index / 8)
+    grid = np.rint(block_means / step).astype(np.int64)
+    residuals = np.clip(prediction_residuals(grid), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)
+    grid = from_prediction_residuals(residuals)  # differs from the rounded means only where clipped
+    scale_index = laplace_scale_index(np.abs(residuals).mean(axis=(1, 2)))
+    scales = np.broadcast_to(laplace_scale(scale_index)[:, None, None], residuals.shape)
+    correction = LowpassCorrection(block.bit_length() - 1, step_index, tuple(int(i) for i in scale_index),
+                                   encode_laplace(residuals, scales))
+    return correction, grid * step
+
+
+def _pooled(sums: np.ndarray, counts: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Block sums and counts over ``factor`` x ``factor`` groups of cells."""
+    def pool(a: np.ndarray) -> np.ndarray:
+        b, r, c = a.shape
+        return a.reshape(b, r // factor, factor, c // factor, factor).sum(axis=(2, 4))
+    return pool(sums), pool(counts)
+
+
+#: the encoder estimates each candidate's distortion on every SAMPLE_STRIDE-th row and column
+SAMPLE_STRIDE = 4
+
+
+def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection | None:
+    """The correction that minimises ``lam * D + R`` for one tile, or None where none pays.
+
+    ``error``: (bands, th, tw) reconstruction minus original, DN; ``valid``: (th, tw) bool, the
+    pixels that count. Block means come from one pass over the tile (finest blocks, then pooled);
+    each candidate's distortion is estimated on a regular subsample of the pixels (the field is
+    smooth, so this ranks candidates as the full tile would at a sixteenth of the work). Block sizes
+    are tried coarse to fine and the search stops once the cost rises.
+    """
+    bands, height, width = error.shape
+    blocks = [b for b in BLOCK_SIZES if height % b == 0 and width % b == 0]
+    if not blocks or not valid.any():
+        return None
+    weight = valid.astype(np.float64)
+    finest = blocks[-1]
+    sums = (error if valid.all() else error * weight).reshape(bands, height // finest, finest, width // finest, finest).sum(axis=(2, 4))
+    counts = weight.reshape(1, height // finest, finest, width // finest, finest).sum(axis=(2, 4))
+    rows, columns = np.arange(0, height, SAMPLE_STRIDE), np.arange(0, width, SAMPLE_STRIDE)
+    sample = error[:, rows][:, :, columns]
+    sample_weight = weight[rows][:, columns]
+    samples = max(1.0, float(sample_weight.sum()) * bands)
+    rate_per_byte = 8.0 / (float(weight.sum()) * bands)
+
+    def cost(remaining: np.ndarray, extra_bytes: int) -> float:
+        squared = float(np.sum(remaining * remaining * sample_weight)) / samples
+        return lam * squared / DN_PER_REFLECTANCE_SQUARED + extra_bytes * rate_per_byte
+
+    best, best_cost = None, cost(sample, 1)
+    for block in blocks:
+        block_sums, block_counts = _pooled(sums, counts, block // finest)
+        means = np.where(block_counts > 0, block_sums / np.maximum(block_counts, 1), 0.0)
+        candidate, grid = _coded(means, block, lam)
+        field = upsample(grid, block, rows, columns)
+        candidate_cost = cost(sample - field, len(candidate.symbols) + bands + _FIXED_BYTES)
+        if candidate_cost < best_cost:
+            best, best_cost = candidate, candidate_cost
+        elif best is not None:
+            break
+    return best
