@@ -152,12 +152,14 @@ def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorr
     return correction, grid * step
 
 
-def _pooled(sums: np.ndarray, counts: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
-    """Block sums and counts over ``factor`` x ``factor`` groups of cells."""
-    def pool(a: np.ndarray) -> np.ndarray:
-        b, r, c = a.shape
-        return a.reshape(b, r // factor, factor, c // factor, factor).sum(axis=(2, 4))
-    return pool(sums), pool(counts)
+def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
+    """Sums of (..., y, x) ``values`` over ``block`` x ``block`` squares."""
+    *lead, height, width = values.shape
+    return values.reshape(*lead, height // block, block, width // block, block).sum(axis=(-3, -1))
+
+
+def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
 #: the encoder estimates each candidate's distortion on every SAMPLE_STRIDE-th row and column
@@ -168,19 +170,20 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     """The correction that minimises ``lam * D + R`` for one tile, or None where none pays.
 
     ``error``: (bands, th, tw) reconstruction minus original, DN; ``valid``: (th, tw) bool, the
-    pixels that count. Block means come from one pass over the tile (finest blocks, then pooled);
+    pixels that count. Block means come from one pass over the tile (finest blocks, then summed);
     each candidate's distortion is estimated on a regular subsample of the pixels (the field is
     smooth, so this ranks candidates as the full tile would at a sixteenth of the work). Block sizes
-    are tried coarse to fine and the search stops once the cost rises.
+    are tried coarse to fine and the search stops once the cost rises; the chosen size's grid is
+    then refined once towards the least-squares fit of the interpolated field.
     """
     bands, height, width = error.shape
     blocks = [b for b in BLOCK_SIZES if height % b == 0 and width % b == 0]
     if not blocks or not valid.any():
         return None
     weight = valid.astype(np.float64)
+    weighted_error = error if valid.all() else error * weight
     finest = blocks[-1]
-    sums = (error if valid.all() else error * weight).reshape(bands, height // finest, finest, width // finest, finest).sum(axis=(2, 4))
-    counts = weight.reshape(1, height // finest, finest, width // finest, finest).sum(axis=(2, 4))
+    sums, counts = _block_sums(weighted_error, finest), _block_sums(weight, finest)
     rows, columns = np.arange(0, height, SAMPLE_STRIDE), np.arange(0, width, SAMPLE_STRIDE)
     sample = error[:, rows][:, :, columns]
     sample_weight = weight[rows][:, columns]
@@ -191,15 +194,24 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
         squared = float(np.sum(remaining * remaining * sample_weight)) / samples
         return lam * squared / DN_PER_REFLECTANCE_SQUARED + extra_bytes * rate_per_byte
 
-    best, best_cost = None, cost(sample, 1)
+    def coded(means: np.ndarray, block: int) -> tuple[LowpassCorrection, float]:
+        correction, grid = _coded(means, block, lam)
+        return correction, cost(sample - upsample(grid, block, rows, columns), len(correction.symbols) + bands + _FIXED_BYTES)
+
+    best, best_cost, best_means = None, cost(sample, 1), None
     for block in blocks:
-        block_sums, block_counts = _pooled(sums, counts, block // finest)
-        means = np.where(block_counts > 0, block_sums / np.maximum(block_counts, 1), 0.0)
-        candidate, grid = _coded(means, block, lam)
-        field = upsample(grid, block, rows, columns)
-        candidate_cost = cost(sample - field, len(candidate.symbols) + bands + _FIXED_BYTES)
+        factor = block // finest
+        means = _means(_block_sums(sums, factor), _block_sums(counts, factor))
+        candidate, candidate_cost = coded(means, block)
         if candidate_cost < best_cost:
-            best, best_cost = candidate, candidate_cost
+            best, best_cost, best_means = candidate, candidate_cost, means
         elif best is not None:
             break
-    return best
+    if best is None:
+        return None
+    # Block means, interpolated, blur the field; one correction step towards the least-squares grid
+    # (the block means of what the interpolated field leaves) recovers part of that.
+    block = best.block
+    left = _block_sums((error - upsample(best_means, block)) * (1.0 if valid.all() else weight), block)
+    refined, refined_cost = coded(best_means + _means(left, _block_sums(weight, block)), block)
+    return refined if refined_cost < best_cost else best
