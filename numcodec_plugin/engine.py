@@ -415,9 +415,10 @@ def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list
     std = np.asarray(coder.identity.std, dtype=np.float32)[None, :, None, None]
     offsets = np.asarray([tile.offsets for tile in coded], dtype=np.float32) * OFFSET_STEP
     dn = decoded * std + mean - offsets[:, :, None, None]
-    for k, tile in enumerate(coded):
-        if tile.correction is not None:
-            dn[k] -= lowpass.correction_field(tile.correction, dn.shape[1], header.tile_shape)
+    corrected = [k for k, tile in enumerate(coded) if tile.correction is not None]
+    fields = map_tiles(lambda k: lowpass.correction_field(coded[k].correction, dn.shape[1], header.tile_shape), corrected)
+    for k, field in zip(corrected, fields):
+        dn[k] -= field
     return _to_dtype(_from_tiles(dn, math.prod(header.shape[:-3]), header.shape[-2], header.shape[-1]), header)
 
 
