@@ -59,7 +59,12 @@ class LowpassCorrection:
 
     @property
     def step(self) -> float:
-        return 2.0 ** (self.step_index / 8)
+        return step_size(self.step_index)
+
+
+def step_size(index: int) -> float:
+    """The quantiser step (DN) a stored step index stands for."""
+    return 2.0 ** (index / 8)
 
 
 def quantiser_step(lam: float, block: int) -> float:
@@ -141,7 +146,7 @@ def _decode_grid(correction: LowpassCorrection, shape: tuple[int, int, int]) -> 
 def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorrection, np.ndarray]:
     """The coded correction for these block means, and the grid (DN) the decoder will get from it."""
     step_index = _step_index(quantiser_step(lam, block))
-    step = 2.0 ** (step_index / 8)
+    step = step_size(step_index)
     grid = np.rint(block_means / step).astype(np.int64)
     residuals = np.clip(prediction_residuals(grid), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)
     grid = from_prediction_residuals(residuals)  # differs from the rounded means only where clipped
