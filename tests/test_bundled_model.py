@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import subprocess
 import sys
 
 import numcodecs
 import numpy as np
+import pytest
 import torch
 
 from numcodec_plugin import DEFAULT_MODEL, engine, quality_range
+from numcodec_plugin.models.registry import load_model
 from xr_terracodec import metrics
 
 
@@ -28,6 +31,15 @@ def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:
     rates, psnrs = zip(*results)
     assert rates[0] < rates[1] < rates[2], results
     assert psnrs[0] < psnrs[1] < psnrs[2], results
+
+
+def test_rate_lambda_follows_the_training_lambdas_between_levels() -> None:
+    """The low-pass layer trades rate for distortion at the quality's training lambda, interpolated like the gains."""
+    coder = load_model(None, 1.0)
+    lambdas = coder.lambdas
+    assert coder.rate_lambda(1.0) == pytest.approx(lambdas[0])
+    assert coder.rate_lambda(float(len(lambdas))) == pytest.approx(lambdas[-1])
+    assert coder.rate_lambda(2.5) == pytest.approx(math.sqrt(lambdas[1] * lambdas[2]))
 
 
 def test_decoding_is_reproducible_across_threads_batches_and_processes(s2_scene: np.ndarray, tmp_path) -> None:
