@@ -5,8 +5,9 @@ is run through its numcodecs configuration, then JPEG 2000 (all 12 bands in one 
 at the level whose rate is closest to TerraCodec's on that chunk, in the same run. Speeds are
 the median of ``--repeats`` runs after a warm-up, in MB/s of raw uint16 input (MB = 10^6
 bytes); ratios are TerraCodec / JPEG 2000 (speed above 1 = faster, rate below 1 = smaller).
-A second table gives the TerraCodec chunk's overhead: every byte that is not a tile stream
-(header, no-data mask, per-tile checksums and lengths, CRC), for a 256 x 256 chunk as it is and
+A second table gives the TerraCodec chunk's overhead: every byte that is neither a tile stream
+nor a coded low-pass grid (header, no-data mask, per-tile checksums, DC offsets, low-pass block,
+step and scales, lengths, CRC), for a 256 x 256 chunk as it is and
 with a no-data corner (as at a swath edge), which adds the mask.
 
 Example::
@@ -32,7 +33,8 @@ from numcodec_plugin import bitstream, quality_range  # noqa: E402
 
 SPEED_HEADERS = ("Chunk", "Codec", "Setting", "bpp/band", "PSNR (dB, peak 10000)", "encode MB/s", "decode MB/s",
                  "encode vs J2K", "decode vs J2K", "rate vs J2K")
-OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "overhead bytes", "overhead %")
+OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "low-pass grid bytes", "overhead bytes",
+                    "overhead %")
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -92,10 +94,13 @@ def with_nodata_corner(chunk: np.ndarray) -> np.ndarray:
 
 
 def overhead_row(label: str, data: bytes, quality: float) -> list[str]:
-    """Bytes of a TerraCodec chunk that are not tile streams."""
-    streams = sum(len(s) for tile in bitstream.unpack(data).tiles for s in tile.streams)
-    overhead = len(data) - streams
-    return [label, f"{quality:g}", str(len(data)), str(streams), str(overhead), f"{100 * overhead / len(data):.2f}"]
+    """Bytes of a TerraCodec chunk that are neither tile streams nor low-pass grids."""
+    tiles = bitstream.unpack(data).tiles
+    streams = sum(len(s) for tile in tiles for s in tile.streams)
+    grids = sum(len(tile.correction.symbols) for tile in tiles if tile.correction is not None)
+    overhead = len(data) - streams - grids
+    return [label, f"{quality:g}", str(len(data)), str(streams), str(grids), str(overhead),
+            f"{100 * overhead / len(data):.2f}"]
 
 
 def overhead_rows(chunk: np.ndarray, model: str | None, qualities: Sequence[float]) -> list[list[str]]:
@@ -117,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sections = [
         f"Data: centred crops of {image.name}.",
         f"## Speed (median of {args.repeats} after a warm-up)\n\n" + reporting.markdown_table(SPEED_HEADERS, speed, 3),
-        "## TerraCodec chunk overhead (all bytes but the tile streams)\n\n"
+        "## TerraCodec chunk overhead (all bytes but the tile streams and low-pass grids)\n\n"
         + reporting.markdown_table(OVERHEAD_HEADERS, overhead, 1),
     ]
     text = reporting.report("Codec speed", "benchmarks/codec_speed.py", argv, args.threads, args.model, sections, args.note)
