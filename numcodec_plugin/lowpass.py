@@ -187,9 +187,8 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     if not blocks or not valid.any():
         return None
     weight = valid.astype(np.float64)
-    weighted_error = error if valid.all() else error * weight
     finest = blocks[-1]
-    sums, counts = _block_sums(weighted_error, finest), _block_sums(weight, finest)
+    sums, counts = _block_sums(error * weight, finest), _block_sums(weight, finest)
     rows, columns = np.arange(0, height, SAMPLE_STRIDE), np.arange(0, width, SAMPLE_STRIDE)
     sample = error[:, rows][:, :, columns]
     sample_weight = weight[rows][:, columns]
@@ -218,6 +217,6 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     # Block means, interpolated, blur the field; one correction step towards the least-squares grid
     # (the block means of what the interpolated field leaves) recovers part of that.
     block = best.block
-    left = _block_sums((error - upsample(best_means, block)) * (1.0 if valid.all() else weight), block)
+    left = _block_sums((error - upsample(best_means, block)) * weight, block)
     refined, refined_cost = coded(best_means + _means(left, _block_sums(weight, block)), block)
     return refined if refined_cost < best_cost else best
