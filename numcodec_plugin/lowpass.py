@@ -149,8 +149,10 @@ def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorr
     step_index = _step_index(quantiser_step(lam, block))
     step = step_size(step_index)
     grid = np.rint(block_means / step).astype(np.int64)
-    residuals = np.clip(prediction_residuals(grid), -RESIDUAL_LIMIT, RESIDUAL_LIMIT)
-    grid = from_prediction_residuals(residuals)  # differs from the rounded means only where clipped
+    unclipped = prediction_residuals(grid)
+    residuals = np.clip(unclipped, -RESIDUAL_LIMIT, RESIDUAL_LIMIT)
+    if (residuals != unclipped).any():  # rare: the decoder's grid then differs from the rounded means
+        grid = from_prediction_residuals(residuals)
     scale_index = laplace_scale_index(np.abs(residuals).mean(axis=(1, 2)))
     scales = np.broadcast_to(laplace_scale(scale_index)[:, None, None], residuals.shape)
     correction = LowpassCorrection(block.bit_length() - 1, step_index, tuple(int(i) for i in scale_index),

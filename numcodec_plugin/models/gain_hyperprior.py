@@ -39,6 +39,13 @@ from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
 from numcodec_plugin.tile_pool import map_tiles  # noqa: E402
 
 
+def training_lambdas(levels: int) -> tuple[float, ...]:
+    """The Lagrange multiplier of each quality level, lowest rate first: 64 x 3.16**k (distortion in
+    reflectance units, rate in bits per pixel per band). The trainer uses them, and the test models
+    take the same law."""
+    return tuple(64.0 * 3.16 ** k for k in range(levels))
+
+
 class GainHyperprior(nn.Module):
     """Mean-scale hyperprior codec with per-quality gain units on the latent."""
 

@@ -27,7 +27,7 @@ import torch
 from numcodec_plugin.errors import ConfigurationError, ModelNotFoundError
 from numcodec_plugin.models.bands import BAND_SETS
 from numcodec_plugin.models.base import AnyCoder
-from numcodec_plugin.models.gain_hyperprior import GainHyperprior, GainHyperpriorCoder
+from numcodec_plugin.models.gain_hyperprior import GainHyperprior, GainHyperpriorCoder, training_lambdas
 from numcodec_plugin.models.identity import ModelIdentity
 from numcodec_plugin.models.official import OFFICIAL_MODELS, OfficialImageCoder, build_network, statistics_for
 from numcodec_plugin.models.official_temporal import OfficialTemporalCoder, load_temporal_network
@@ -40,7 +40,6 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
 #: temporal modes of bundled image models: name -> the image model whose weights they use
 TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: DEFAULT_MODEL, "test-fixed-seed-temporal": "test-fixed-seed"}
-_TEST_LAMBDAS = tuple(64.0 * 3.16 ** k for k in range(4))  # the bundled law, one per quality level
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -113,14 +112,15 @@ def _shipped_header(name: str) -> dict:
 
 
 def load_bundled_network(name: str) -> tuple[GainHyperprior, dict]:
-    """A bundled image model's network (CPU, weights loaded) and its band statistics."""
+    """A bundled image model's network (CPU, weights loaded) and the rest of its weights file
+    (``statistics``, ``lambdas``, ``config``, ...)."""
     path = _bundled_path(name)
     if not path.is_file():
         raise _unknown(name)
     shipped = torch.load(path, map_location="cpu", weights_only=True)
     network = GainHyperprior(**shipped["config"])
-    network.load_state_dict(shipped["state_dict"])
-    return network, shipped["statistics"]
+    network.load_state_dict(shipped.pop("state_dict"))
+    return network, shipped
 
 
 def quality_range(model: str | None = None) -> tuple[float, float]:
@@ -176,11 +176,11 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
                 torch.manual_seed(1234)
                 network = GainHyperprior(bands=len(BAND_SETS[band_set]), N=16, M=32, levels=4)
             mean, std = _TEST_MEAN[band_set], _TEST_STD[band_set]
-            lambdas = _TEST_LAMBDAS
+            lambdas = training_lambdas(network.levels)
         else:
-            network, statistics = load_bundled_network(image)
-            mean, std = statistics["mean"], statistics["std"]
-            lambdas = tuple(_shipped_header(image)["lambdas"])
+            network, shipped = load_bundled_network(image)
+            mean, std = shipped["statistics"]["mean"], shipped["statistics"]["std"]
+            lambdas = tuple(shipped["lambdas"])
             band_set = "S2L2A"
         network.eval()
         identity = ModelIdentity.of(name, band_set, mean, std, network)

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from numcodec_plugin.models.gain_hyperprior import GainHyperprior
+from numcodec_plugin.models.gain_hyperprior import GainHyperprior, training_lambdas
 from numcodec_plugin.training.data import CropSampler, band_statistics, load_images
 
 #: Lagrange multiplier of each quality level, lowest rate first (D in reflectance units).
-LAMBDAS: tuple[float, ...] = tuple(64.0 * 3.16 ** k for k in range(8))
+LAMBDAS: tuple[float, ...] = training_lambdas(8)
 
 
 def rate_distortion(model: GainHyperprior, x: torch.Tensor, levels: torch.Tensor, std: torch.Tensor) -> dict[str, torch.Tensor]:
