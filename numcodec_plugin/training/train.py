@@ -68,7 +68,7 @@ def train(args: argparse.Namespace) -> None:
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         step = state["step"]
-    model.to(device).train()
+    model.to_channels_last().to(device).train()
 
     mean = torch.tensor(stats["mean"], device=device)[None, :, None, None]
     std = torch.tensor(stats["std"], device=device)
