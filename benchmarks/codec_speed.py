@@ -8,7 +8,10 @@ bytes); ratios are TerraCodec / JPEG 2000 (speed above 1 = faster, rate below 1 
 A second table gives the TerraCodec chunk's overhead: every byte that is neither a tile stream
 nor a coded low-pass grid (header, no-data mask, per-tile checksums, DC offsets, low-pass block,
 step and scales, lengths, CRC), for a 256 x 256 chunk as it is and
-with a no-data corner (as at a swath edge), which adds the mask.
+with a no-data corner (as at a swath edge), which adds the mask. A third, for the bundled model,
+splits the encode and decode of one 256 x 256 chunk into stages (``cProfile`` of the real codec
+calls: one tile runs on one thread, as every tile does in the tile pool), beside the
+rate-matched JPEG 2000 tile.
 
 Example::
 
@@ -18,6 +21,8 @@ Example::
 from __future__ import annotations
 
 import argparse
+import cProfile
+import pstats
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +34,23 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 
 from benchmarks import coders, metrics, reporting, sentinel2, timing  # noqa: E402
 from benchmarks.coders import Coder, TerraCodec  # noqa: E402
-from numcodec_plugin import bitstream, quality_range  # noqa: E402
+from numcodec_plugin import bitstream, engine, lowpass, quality_range  # noqa: E402
+from numcodec_plugin.models import entropy_coding  # noqa: E402
+from numcodec_plugin.models.gain_hyperprior import GainHyperpriorCoder  # noqa: E402
+from numcodec_plugin.models.registry import load_model  # noqa: E402
 
 SPEED_HEADERS = ("Chunk", "Codec", "Setting", "bpp/band", "PSNR (dB, peak 10000)", "encode MB/s", "decode MB/s",
                  "encode vs J2K", "decode vs J2K", "rate vs J2K")
+STAGE_HEADERS = ("Stage", "encode ms", "decode ms")
+#: the bundled coder's stages: label, then the functions whose cumulative time it is (encoder's, decoder's)
+STAGES = (
+    ("analysis and hyper-analysis transforms (g_a, h_a)", (GainHyperpriorCoder._analyse,)),
+    ("hyper-synthesis transform (h_s): entropy parameters", (GainHyperpriorCoder._latent_parameters,)),
+    ("latent entropy coding (y)", (entropy_coding.encode_gaussian, entropy_coding.decode_gaussian)),
+    ("hyper-latent entropy coding (z)", (entropy_coding.CategoricalTables.encode, entropy_coding.CategoricalTables.decode)),
+    ("synthesis transform (g_s)", (GainHyperpriorCoder._synthesise,)),
+    ("low-pass layer: fit / field", (lowpass.fit, lowpass.correction_field)),
+)
 OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "low-pass grid bytes", "overhead bytes",
                     "overhead %")
 
@@ -111,6 +129,43 @@ def overhead_rows(chunk: np.ndarray, model: str | None, qualities: Sequence[floa
             for label, array in variants.items() for quality in qualities]
 
 
+def _key(function: object) -> tuple[str, int, str]:
+    code = function.__code__
+    return code.co_filename, code.co_firstlineno, code.co_name
+
+
+def profiled_ms(task: object, repeats: int) -> dict[tuple[str, int, str], float]:
+    """Cumulative milliseconds per call of ``task`` spent in each function, averaged over ``repeats``."""
+    profile = cProfile.Profile()
+    for _ in range(repeats):
+        profile.runcall(task)
+    return {key: 1e3 * row[3] / repeats for key, row in pstats.Stats(profile).stats.items()}
+
+
+def stage_rows(chunk: np.ndarray, model: str | None, quality: float, threads: int, repeats: int) -> list[list[str]]:
+    """Milliseconds per stage of one chunk's encode and decode, the rest, and the rate-matched JPEG 2000."""
+    if not isinstance(load_model(model, quality), GainHyperpriorCoder):
+        return []
+    settings = engine.EncodeSettings(model=model, quality=quality)
+    data = engine.encode(chunk, settings)
+    engine.decode(data)
+    encode = profiled_ms(lambda: engine.encode(chunk, settings), repeats)
+    decode = profiled_ms(lambda: engine.decode(data), repeats)
+    rows, totals = [], [encode[_key(engine.encode)], decode[_key(engine.decode)]]
+    rest = list(totals)
+    for label, functions in STAGES:
+        spent = [sum(times.get(_key(f), 0.0) for f in functions) for times in (encode, decode)]
+        rest = [r - t for r, t in zip(rest, spent)]
+        rows.append([label, *(f"{t:.1f}" if t else "-" for t in spent)])
+    rows.append(["the rest (tiling, standardising, DC offsets, rounding, packing, checksums)", *(f"{r:.1f}" for r in rest)])
+    rows.append([f"**TerraCodec, quality {quality:g}**", *(f"**{t:.1f}**" for t in totals)])
+    anchor = coders.match_jpeg2k_rate(chunk, 8 * len(data), threads)
+    anchor_timing = timing.measure(anchor, chunk, repeats)
+    rows.append([f"JPEG 2000 {anchor.setting} ({threads} threads), same rate",
+                 *(f"{1e3 * chunk.nbytes / 1e6 / mb_s:.1f}" for mb_s in (anchor_timing.encode_mb_s, anchor_timing.decode_mb_s))])
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_arguments(argv)
     coders.limit_threads(args.threads)
@@ -119,12 +174,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     chunks = [sentinel2.centre_crop(image, size) for size in args.sizes]
     speed = [row for chunk in chunks for row in speed_rows(chunk, args, qualities)]
     overhead = overhead_rows(sentinel2.centre_crop(image, 256), args.model, qualities)
+    quality = coders.default_quality(args.model)
+    stages = stage_rows(sentinel2.centre_crop(image, 256), args.model, quality, args.threads, args.repeats)
     sections = [
         f"Data: centred crops of {image.name}.",
         f"## Speed (median of {args.repeats} after a warm-up)\n\n" + reporting.markdown_table(SPEED_HEADERS, speed, 3),
         "## TerraCodec chunk overhead (all bytes but the tile streams and low-pass grids)\n\n"
         + reporting.markdown_table(OVERHEAD_HEADERS, overhead, 1),
     ]
+    if stages:
+        sections.append(f"## Where the time goes: one 12x256x256 chunk, default quality {quality:g} (mean of {args.repeats})\n\n"
+                        + reporting.markdown_table(STAGE_HEADERS, stages, 1))
     text = reporting.report("Codec speed", "benchmarks/codec_speed.py", argv, args.threads, args.model, sections, args.note)
     reporting.publish(text, args.out, "codec_speed.md")
 
