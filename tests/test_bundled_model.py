@@ -62,3 +62,17 @@ def test_decoding_is_reproducible_across_threads_batches_and_processes(s2_scene:
                              check=True, env=env)
         digests.add(out.stdout.strip())
     assert len(digests) == 1, digests
+
+
+def test_the_synthesis_layout_does_not_change_the_decoded_array(s2_scene: np.ndarray) -> None:
+    """Channels-last is a speed choice only: with the synthesis in the default layout the same bytes
+    decode to the same array (so chunks written before the switch decode unchanged)."""
+    data = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :512]), engine.EncodeSettings(quality=6))
+    channels_last = engine.decode(data)
+    synthesis = load_model(None, 6.0)._canonical.g_s  # the copy the decoder evaluates
+    try:
+        synthesis.to(memory_format=torch.contiguous_format)
+        default_layout = engine.decode(data)
+    finally:
+        synthesis.to(memory_format=torch.channels_last)
+    np.testing.assert_array_equal(channels_last, default_layout)

@@ -89,9 +89,11 @@ class GainHyperprior(nn.Module):
         return mix(self.log_gain), mix(self.log_inverse_gain)
 
     def to_channels_last(self) -> "GainHyperprior":
-        """Store the analysis and synthesis transforms channels-last: oneDNN convolves them about a
-        sixth faster in training and a quarter faster in inference on CPU, with the same output
-        (the hyper-synthesis gains nothing and keeps its layout)."""
+        """Store the analysis and synthesis transforms channels-last, the layout oneDNN convolves
+        fastest on CPU (training steps and the synthesis speed up; ``benchmarks/codec_speed.py``
+        times the stages). The synthesis output is bit for bit what the default layout gives, so
+        chunks decode as before (``tests/test_bundled_model.py``); the hyper-synthesis, whose
+        output is the entropy model, gains nothing and keeps its layout."""
         for transform in (self.g_a, self.g_s):
             transform.to(memory_format=torch.channels_last)
         return self
