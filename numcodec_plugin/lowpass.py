@@ -1,8 +1,8 @@
 """The low-pass correction layer: a coarse per-band grid that removes a tile's large-scale error.
 
 Much of the bundled network's error is spatially smooth: on the validation tiles at quality 1 the
-means of its error over 64 x 64 pixel blocks carry 30% of the error's energy and over 8 x 8 blocks
-three quarters (at quality 8: 9% and 20%; ``benchmarks/lowpass_gain.py`` measures it). Such error
+means of its error over 64 x 64 pixel blocks carry 28% of the error's energy and over 8 x 8 blocks
+72% (at quality 8: 6% and 15%; ``benchmarks/lowpass_gain.py`` measures it). Such error
 costs a grid of block means far fewer bits than the learned latent needs for the same gain. So, per
 tile, the encoder:
 
