@@ -49,15 +49,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     ours = next(name for name in new if name.startswith("TerraCodec"))
     if ours not in old:
         raise SystemExit(f"{args.old} has no rows for {ours}")
-    interval = metrics.bd_rate(new[ours], old[ours]).psnr_range
-    if interval is None:
+    release = metrics.bd_rate(new[ours], old[ours])
+    if release.psnr_range is None:
         raise SystemExit("the two TerraCodec curves share no PSNR interval")
+    interval = release.psnr_range
 
     def bd_text(test: list[metrics.RatePoint], anchor: list[metrics.RatePoint]) -> str:
         bd = metrics.bd_rate(test, anchor, interval)
         return "-" if bd.percent is None else f"{bd.percent:+.1f} %"
 
-    rows = [(f"{ours}, new", f"{ours}, old", bd_text(new[ours], old[ours]))]
+    rows = [(f"{ours}, new", f"{ours}, old", f"{release.percent:+.1f} %")]
     for anchor in (name for name in new if name != ours and name in old):
         for label, points in (("old", old), ("new", new)):
             rows.append((f"{ours}, {label}", f"{anchor}, {label}", bd_text(points[ours], points[anchor])))

@@ -195,7 +195,7 @@ class GainHyperpriorCoder:
 
     def _analyse(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         gain, _ = self._gains(x.shape[0], quality, self.network, x.device)
-        y = self.network.analysis(x, gain).contiguous()
+        y = self.network.analysis(x, gain).contiguous()  # back from channels-last: h_a keeps its layout
         return y, self.network.h_a(y)
 
     def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float) -> tuple[CodedTile, torch.Tensor]:
@@ -216,7 +216,7 @@ class GainHyperpriorCoder:
     def _synthesise(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         """The decoder's reconstruction of one tile (canonical path), from its decoded latent."""
         _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
-        return self._canonical.synthesis(y_hat[None], inverse_gain).contiguous()
+        return self._canonical.synthesis(y_hat[None], inverse_gain)
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         y, z_symbols = self._analyse_tiles(x, quality)

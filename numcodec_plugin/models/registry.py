@@ -101,23 +101,24 @@ def _weights_name(name: str) -> str:
     return TEMPORAL_MODES.get(name, name)
 
 
-@functools.lru_cache(maxsize=None)
-def _shipped_header(name: str) -> dict:
-    """Config, statistics and lambdas of a bundled weights file (read once)."""
+def _read_weights_file(name: str) -> dict:
+    """Everything a bundled weights file holds: ``state_dict``, ``config``, ``statistics``, ``lambdas``, ..."""
     path = _bundled_path(name)
     if not path.is_file():
         raise _unknown(name)
-    shipped = torch.load(path, map_location="cpu", weights_only=True)
-    return {k: v for k, v in shipped.items() if k != "state_dict"}
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_header(name: str) -> dict:
+    """A bundled weights file without its state dict (read once per process, kept small)."""
+    return {k: v for k, v in _read_weights_file(name).items() if k != "state_dict"}
 
 
 def load_bundled_network(name: str) -> tuple[GainHyperprior, dict]:
     """A bundled image model's network (CPU, weights loaded) and the rest of its weights file
     (``statistics``, ``lambdas``, ``config``, ...)."""
-    path = _bundled_path(name)
-    if not path.is_file():
-        raise _unknown(name)
-    shipped = torch.load(path, map_location="cpu", weights_only=True)
+    shipped = _read_weights_file(name)
     network = GainHyperprior(**shipped["config"])
     network.load_state_dict(shipped.pop("state_dict"))
     return network, shipped
