@@ -7,6 +7,14 @@ cores by running tiles side by side instead). These are process-global switches 
 :func:`deterministic_torch` sets them on entry and restores the caller's values when the last
 of our concurrent calls leaves, so a user's own work in the same process is changed only while
 a codec call is running.
+
+The thread count needs one more step. OpenMP keeps its team size per OS thread, and torch
+sets a thread's team lazily, from the process-wide setting of the moment, at its first parallel
+work; :func:`torch.set_num_threads` sets only the calling thread's team (and the process-wide
+value). So a tile-pool thread on its first tile, or a Dask or Zarr thread that entered while
+another call already held the settings, would run its convolutions with another team size, and
+get other bits: the symbol checksum then fails at decode. :func:`pin_thread` gives the calling
+thread the single thread, and :func:`numcodec_plugin.tile_pool.map_tiles` calls it before each tile.
 """
 
 from __future__ import annotations
@@ -48,6 +56,14 @@ def _apply(state: dict) -> None:
         os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
     else:
         os.environ["CUBLAS_WORKSPACE_CONFIG"] = state["cublas_workspace"]
+
+
+def pin_thread() -> None:
+    """While a :func:`deterministic_torch` block runs anywhere in the process, give the calling OS
+    thread a team of one intra-op thread (outside such blocks, do nothing)."""
+    with _lock:
+        if _depth:
+            torch.set_num_threads(1)  # the process-wide value is already 1 here
 
 
 @contextlib.contextmanager

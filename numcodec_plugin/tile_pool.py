@@ -20,6 +20,8 @@ from typing import TypeVar
 
 import torch
 
+from numcodec_plugin.scoped_determinism import pin_thread
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -47,11 +49,13 @@ def set_workers(workers: int) -> None:
 
 
 def map_tiles(function: Callable[[T], R], items: Iterable[T]) -> list[R]:
-    """``[function(item) for item in items]`` under ``torch.inference_mode``, in the shared pool, in order.
+    """``[function(item) for item in items]`` under ``torch.inference_mode``, in the shared pool, in order,
+    each item on a thread pinned to our single intra-op thread (:func:`~numcodec_plugin.scoped_determinism.pin_thread`).
 
     (Grad mode is thread-local in torch, so the workers set inference mode themselves.)
     """
     def run(item: T) -> R:
+        pin_thread()
         with torch.inference_mode():
             return function(item)
 

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import subprocess
 import sys
+import threading
 
 import numcodecs
 import numpy as np
 import pytest
 import torch
 
-from numcodec_plugin import DEFAULT_MODEL, engine, quality_range
+from numcodec_plugin import DEFAULT_MODEL, engine, quality_range, tile_pool
 from numcodec_plugin.models.registry import load_model
+from numcodec_plugin.scoped_determinism import deterministic_torch
 from xr_terracodec import metrics
 
 
@@ -57,11 +60,64 @@ def test_decoding_is_reproducible_across_threads_batches_and_processes(s2_scene:
     script = ("import hashlib, sys; from numcodec_plugin import engine; "
               "print(hashlib.sha256(engine.decode(open(sys.argv[1], 'rb').read()).tobytes()).hexdigest())")
     env_one_tile_thread = {"TERRACODEC_TILE_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    for env in (None, env_one_tile_thread):
+    env_other_core_count = {"OMP_NUM_THREADS": "3", "TERRACODEC_TILE_THREADS": "3", "PATH": "/usr/bin:/bin"}  # another machine's
+    for env in (None, env_one_tile_thread, env_other_core_count):
         out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "chunk.bin")], capture_output=True, text=True,
                              check=True, env=env)
         digests.add(out.stdout.strip())
     assert len(digests) == 1, digests
+
+
+def test_fresh_threads_decode_what_warm_threads_encoded(s2_scene: np.ndarray, monkeypatch) -> None:
+    """A tile's bits must not depend on whether its thread ran torch before (OpenMP sets a thread's
+    team size lazily; :func:`numcodec_plugin.scoped_determinism.pin_thread`): decode on new tile pools
+    of either size, and a one-tile chunk on a brand-new thread and on one whose team was set outside
+    our calls, as new and concurrent Dask or Zarr threads would."""
+    monkeypatch.setenv("TERRACODEC_TILE_THREADS", str(os.cpu_count() or 1))  # restored afterwards
+    chunk = engine.encode(np.ascontiguousarray(s2_scene[:, :512, :512]), engine.EncodeSettings(quality=5))
+    tile = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :256]), engine.EncodeSettings(quality=5))
+    expected = engine.decode(chunk), engine.decode(tile)
+    try:
+        for workers in (1, 2):
+            tile_pool.set_workers(workers)  # new, cold threads
+            np.testing.assert_array_equal(engine.decode(chunk), expected[0])
+        np.testing.assert_array_equal(_decode_on_new_thread(tile), expected[1])
+        np.testing.assert_array_equal(_decode_on_thread_warmed_outside(tile), expected[1])
+    finally:
+        tile_pool.set_workers(os.cpu_count() or 1)
+
+
+def _decode_on_new_thread(data: bytes) -> np.ndarray:
+    out = []
+    thread = threading.Thread(target=lambda: out.append(engine.decode(data)))
+    thread.start()
+    thread.join()
+    return out[0]
+
+
+def _decode_on_thread_warmed_outside(data: bytes) -> np.ndarray:
+    """Decode on a thread that ran torch with two threads, entering while another codec call holds
+    the deterministic settings (as concurrent Zarr threads do)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    warm, go, out = threading.Event(), threading.Event(), []
+
+    def work() -> None:
+        torch.ones(1 << 20).sum()  # large enough for a parallel region: the thread's team is set here
+        warm.set()
+        go.wait()
+        out.append(engine.decode(data))
+
+    thread = threading.Thread(target=work)
+    try:
+        thread.start()
+        warm.wait()
+        with deterministic_torch():
+            go.set()
+            thread.join()
+    finally:
+        torch.set_num_threads(threads)
+    return out[0]
 
 
 def test_the_synthesis_layout_does_not_change_the_decoded_array(s2_scene: np.ndarray) -> None:
