@@ -46,7 +46,7 @@ STAGE_HEADERS = ("Stage", "encode ms", "decode ms")
 STAGES = (
     ("analysis and hyper-analysis transforms (g_a, h_a)", (GainHyperpriorCoder._analyse,)),
     ("hyper-synthesis transform (h_s): entropy parameters", (GainHyperpriorCoder._latent_parameters,)),
-    ("latent entropy coding (y)", (entropy_coding.encode_gaussian, entropy_coding.decode_gaussian)),
+    ("latent entropy coding (y)", (entropy_coding.ScaleTable.encode, entropy_coding.ScaleTable.decode)),
     ("hyper-latent entropy coding (z)", (entropy_coding.CategoricalTables.encode, entropy_coding.CategoricalTables.decode)),
     ("synthesis transform (g_s)", (GainHyperpriorCoder._synthesise,)),
     ("low-pass layer: fit / field", (lowpass.fit, lowpass.correction_field)),

@@ -1,10 +1,10 @@
-"""The TerraCodec chunk format, versions 1 to 3 (specified in ``docs/format.md``).
+"""The TerraCodec chunk format, versions 1 to 4 (specified in ``docs/format.md``).
 
 A chunk is self-describing: the header says which model and quality coded it, the array's
 shape and dtype, the no-data value and the tile grid, so any reader with the model can decode
 it without the codec configuration. Layout (little-endian)::
 
-    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set; 3 when bit 5 is) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
+    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set; 3 when bit 5 is; 4 when bit 6 is) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 3: one mask for all bands;
@@ -22,7 +22,10 @@ it without the codec configuration. Layout (little-endian)::
 Flag bit 4 (temporal): the tiles at one position form a sequence over the chunk's frames, and
 decoding tile (f, r, c) needs tiles (0..f-1, r, c). Such chunks are written as version 2, so a
 reader that predates temporal chunks refuses them instead of misreading them. Flag bit 5 (low-pass
-corrections, :mod:`numcodec_plugin.lowpass`) makes a chunk version 3, for the same reason.
+corrections, :mod:`numcodec_plugin.lowpass`) makes a chunk version 3, for the same reason. Flag
+bit 6 (scale table): the latent streams are coded against the fixed scale table
+(:class:`~numcodec_plugin.models.entropy_coding.ScaleTable`) instead of one discretised Gaussian per
+element; such chunks are version 4.
 
 This module only packs and unpacks bytes; it knows nothing about networks.
 """
@@ -46,13 +49,15 @@ MAGIC = b"TECZ"
 VERSION = 1
 TEMPORAL_VERSION = 2
 LOWPASS_VERSION = 3
+SCALE_TABLE_VERSION = 4
 FLAG_MASK = 0x01
 FLAG_RESIDUAL = 0x02
 FLAG_RESIDUAL_ONLY = 0x04  # no learned layer: the residual layer codes the values themselves
 FLAG_PIXEL_MASK = 0x08  # the mask is the same in every band and stored once per pixel
 FLAG_TEMPORAL = 0x10  # tiles at one position are coded as a sequence over the frames
 FLAG_LOWPASS = 0x20  # every tile carries a low-pass correction field (possibly empty)
-KNOWN_FLAGS = FLAG_MASK | FLAG_RESIDUAL | FLAG_RESIDUAL_ONLY | FLAG_PIXEL_MASK | FLAG_TEMPORAL | FLAG_LOWPASS
+FLAG_SCALE_TABLE = 0x40  # latent streams are coded against the fixed scale table
+KNOWN_FLAGS = FLAG_MASK | FLAG_RESIDUAL | FLAG_RESIDUAL_ONLY | FLAG_PIXEL_MASK | FLAG_TEMPORAL | FLAG_LOWPASS | FLAG_SCALE_TABLE
 DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 MAX_ELEMENTS = 1 << 32
@@ -71,6 +76,7 @@ class ChunkHeader:
     tile_shape: tuple[int, int]
     streams_per_tile: int
     temporal: bool = False
+    scale_table: bool = False  # latents coded against the fixed scale table (format 4)
 
     @property
     def tile_grid(self) -> tuple[int, int, int]:
@@ -142,6 +148,8 @@ def pack(chunk: Chunk) -> bytes:
         flags |= FLAG_RESIDUAL_ONLY
     if h.temporal:
         flags |= FLAG_TEMPORAL
+    if h.scale_table:
+        flags |= FLAG_SCALE_TABLE
     if any(tile.correction is not None for tile in chunk.tiles):
         flags |= FLAG_LOWPASS
     mask = chunk.mask
@@ -178,6 +186,8 @@ def pack(chunk: Chunk) -> bytes:
 
 def _version(flags: int) -> int:
     """The oldest format version that has every feature ``flags`` uses."""
+    if flags & FLAG_SCALE_TABLE:
+        return SCALE_TABLE_VERSION
     if flags & FLAG_LOWPASS:
         return LOWPASS_VERSION
     return TEMPORAL_VERSION if flags & FLAG_TEMPORAL else VERSION
@@ -217,9 +227,9 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     r = _Reader(view[:-4])
     r.take(4, "magic")
     version, flags, dtype_code, ndim = r.unpack("<BBBB", "header")
-    if version not in (VERSION, TEMPORAL_VERSION, LOWPASS_VERSION):
+    if version not in (VERSION, TEMPORAL_VERSION, LOWPASS_VERSION, SCALE_TABLE_VERSION):
         raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION} to "
-                             f"{LOWPASS_VERSION}); upgrade xr-terracodec")
+                             f"{SCALE_TABLE_VERSION}); upgrade xr-terracodec")
     if flags & ~KNOWN_FLAGS or _version(flags) != version:
         raise BitstreamError(f"corrupt chunk: flags {flags:#04x} do not match format version {version}")
     if dtype_code not in DTYPES:
@@ -239,7 +249,7 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     if tile_h < 1 or tile_w < 1 or streams < 1:
         raise BitstreamError(f"corrupt chunk: tile {tile_h}x{tile_w} with {streams} streams")
     header = ChunkHeader(tuple(shape), DTYPES[dtype_code], name, digest, quality, nodata, dn_scale, (tile_h, tile_w), streams,
-                         bool(flags & FLAG_TEMPORAL))
+                         bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_SCALE_TABLE))
     mask = None
     if flags & FLAG_MASK:
         packed = r.take(r.varint("mask"), "mask")

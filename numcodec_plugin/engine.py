@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from numcodec_plugin import bitstream, lowpass, runtime
-from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError, ModelMismatchError
+from numcodec_plugin.errors import BitstreamError, ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
 from numcodec_plugin.models.registry import check_quality, default_quality, load_model, quality_range
 from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
@@ -172,7 +172,7 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
             shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
             model_digest=coder.identity.digest, quality=float(quality), nodata=p.nodata,
             dn_scale=float(settings.dn_scale), tile_shape=p.tile_shape, streams_per_tile=coder.streams(quality),
-            temporal=coder.temporal,
+            temporal=coder.temporal, scale_table=coder.latent_scale_table,
         )
         layer = None
         if p.max_error is not None:
@@ -335,8 +335,8 @@ def decode_many(buffers: list[bytes | memoryview | np.ndarray], *, device: str |
             frames = (math.prod(h.shape[:-3]),) + h.shape[-3:]
             results[index] = _finish_values(chunk, np.zeros(frames, h.dtype))
             continue
-        groups.setdefault((h.model_name, h.quality, h.tile_shape, h.temporal), []).append(index)
-    for (name, quality, tile_shape, temporal), members in groups.items():
+        groups.setdefault((h.model_name, h.quality, h.tile_shape, h.temporal, h.scale_table), []).append(index)
+    for (name, quality, tile_shape, temporal, scale_table), members in groups.items():
         coder = load_model(name, quality, device)
         for index in members:
             _check_identity(chunks[index].header, coder)
@@ -344,7 +344,7 @@ def decode_many(buffers: list[bytes | memoryview | np.ndarray], *, device: str |
         for span in sorted({span for _, span in orders.values()}):
             spanning = [index for index in members if orders[index][1] == span]
             tiles = [chunks[index].tiles[k] for index in spanning for k in orders[index][0]]
-            decoded = _decompress_units(coder, tiles, span, tile_shape, quality, batch_size)
+            decoded = _decompress_units(coder, tiles, span, tile_shape, quality, scale_table, batch_size)
             offset = 0
             for index in spanning:
                 order, _ = orders[index]
@@ -354,6 +354,8 @@ def decode_many(buffers: list[bytes | memoryview | np.ndarray], *, device: str |
 
 
 def _check_identity(header: bitstream.ChunkHeader, coder: AnyCoder) -> None:
+    if header.scale_table and not coder.latent_scale_table:
+        raise BitstreamError(f"corrupt chunk: flagged as coded against the scale table, which {coder.identity.name} does not use")
     if coder.identity.digest != header.model_digest:
         raise ModelMismatchError(
             f"chunk was coded by {header.model_name} with weights {header.model_digest.hex()} but the available "
@@ -367,7 +369,7 @@ def _check_identity(header: bitstream.ChunkHeader, coder: AnyCoder) -> None:
 
 
 def _decompress_units(coder: AnyCoder, tiles: list[CodedTile], span: int, tile_shape: tuple[int, int], quality: float,
-                      batch_size: int) -> np.ndarray:
+                      scale_table: bool, batch_size: int) -> np.ndarray:
     """Decode tiles in unit order (``span`` per unit) in batches of units, verifying every tile's symbol checksum.
 
     Batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`.
@@ -378,10 +380,11 @@ def _decompress_units(coder: AnyCoder, tiles: list[CodedTile], span: int, tile_s
         batch = tiles[start * span:stop * span]
         streams = [t.streams for t in batch]
         if coder.temporal:
-            x_hat, sequences = coder.decompress([streams[k:k + span] for k in range(0, len(streams), span)], tile_shape, quality)
+            x_hat, sequences = coder.decompress([streams[k:k + span] for k in range(0, len(streams), span)], tile_shape, quality,
+                                                scale_table)
             x_hat, checksums = x_hat.flatten(0, 1), [c for sequence in sequences for c in sequence]
         else:
-            x_hat, checksums = coder.decompress(streams, tile_shape, quality)
+            x_hat, checksums = coder.decompress(streams, tile_shape, quality, scale_table)
         for index, (tile, checksum) in enumerate(zip(batch, checksums)):
             if tile.checksum != checksum:
                 raise EntropyModelMismatchError(

@@ -16,9 +16,9 @@ from numcodec_plugin.models.base import CodedTile
 from tests.conftest import TEST_MODEL
 
 
-def _chunk(mask: bool, corrections: bool = False) -> bitstream.Chunk:
+def _chunk(mask: bool, corrections: bool = False, scale_table: bool = False) -> bitstream.Chunk:
     header = bitstream.ChunkHeader((2, 12, 300, 200), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", 4.5, 0.0,
-                                   10000.0, (160, 224), 2)
+                                   10000.0, (160, 224), 2, scale_table=scale_table)
     offsets = (0, 1, -1, 63, -64, 64, -65, 1000, -1000, 2**20, -(2**20), 7)
     correction = LowpassCorrection(5, 40, tuple(range(90, 102)), b"grid" * 30)
     tiles = [CodedTile((bytes([i]) * (100 + i), b"z" * 7), 0xDEADBEEF - i, offsets,
@@ -28,11 +28,14 @@ def _chunk(mask: bool, corrections: bool = False) -> bitstream.Chunk:
     return bitstream.Chunk(header, m if mask else None, tiles)
 
 
-@pytest.mark.parametrize(("mask", "corrections"), [(False, False), (True, False), (True, True)])
-def test_pack_unpack_round_trip(mask: bool, corrections: bool) -> None:
-    chunk = _chunk(mask, corrections)
+@pytest.mark.parametrize(("mask", "corrections", "scale_table", "version"), [
+    (False, False, False, bitstream.VERSION), (True, False, False, bitstream.VERSION),
+    (True, True, False, bitstream.LOWPASS_VERSION), (True, True, True, bitstream.SCALE_TABLE_VERSION),
+    (False, False, True, bitstream.SCALE_TABLE_VERSION)])
+def test_pack_unpack_round_trip(mask: bool, corrections: bool, scale_table: bool, version: int) -> None:
+    chunk = _chunk(mask, corrections, scale_table)
     data = bitstream.pack(chunk)
-    assert data[4] == (bitstream.LOWPASS_VERSION if corrections else bitstream.VERSION)
+    assert data[4] == version
     back = bitstream.unpack(data)
     assert back.header == chunk.header
     assert back.tiles == chunk.tiles
@@ -76,10 +79,12 @@ def _with_crc(data: bytearray) -> bytes:
     return bytes(data)
 
 
-@pytest.mark.parametrize(("position", "value"), [(4, bitstream.VERSION), (4, bitstream.TEMPORAL_VERSION), (5, 0x60 | 0x01)])
-def test_flags_must_match_the_version(position: int, value: int) -> None:
-    """A chunk with low-pass corrections relabelled as an older version, or with an unknown flag, is refused."""
-    data = bytearray(bitstream.pack(_chunk(mask=True, corrections=True)))
+@pytest.mark.parametrize(("scale_table", "position", "value"), [
+    (False, 4, bitstream.VERSION), (False, 4, bitstream.TEMPORAL_VERSION), (False, 5, 0x80 | 0x21),
+    (True, 4, bitstream.LOWPASS_VERSION), (False, 4, bitstream.SCALE_TABLE_VERSION)])
+def test_flags_must_match_the_version(scale_table: bool, position: int, value: int) -> None:
+    """A chunk relabelled as another version than its features need, or with an unknown flag, is refused."""
+    data = bytearray(bitstream.pack(_chunk(mask=True, corrections=True, scale_table=scale_table)))
     data[position] = value
     with pytest.raises(BitstreamError, match="do not match format version"):
         bitstream.unpack(_with_crc(data))

@@ -46,6 +46,9 @@ class LoadedModel(Protocol):
     tile_size: int
     #: False for :class:`TileCoder`, True for :class:`SequenceCoder`
     temporal: bool
+    #: True if the latent streams it writes use the fixed scale table of chunk format 4
+    #: (:class:`~numcodec_plugin.models.entropy_coding.ScaleTable`); it still reads older ones
+    latent_scale_table: bool
 
     def streams(self, quality: float) -> int:
         """Streams per tile (and frame) at ``quality``."""
@@ -63,8 +66,10 @@ class TileCoder(LoadedModel, Protocol):
         """Code a (B, C, H, W) batch of standardised tiles at ``quality``; also return the decoder's
         reconstruction of them (bit-identical to what :meth:`decompress` will compute)."""
 
-    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
-        """Decode tiles of ``tile_shape``; returns the (B, C, H, W) batch and each tile's symbol checksum."""
+    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float,
+                   scale_table: bool) -> tuple[torch.Tensor, list[int]]:
+        """Decode tiles of ``tile_shape`` (latents against the scale table, or as chunk formats 1-3 coded
+        them); returns the (B, C, H, W) batch and each tile's symbol checksum."""
 
 
 #: the fewest frames a chunk must hold for a temporal model to code it
@@ -82,7 +87,7 @@ class SequenceCoder(LoadedModel, Protocol):
         the decoder's (S, T, C, H, W) reconstruction."""
 
     def decompress(self, streams: list[list[tuple[bytes, ...]]], tile_shape: tuple[int, int],
-                   quality: float) -> tuple[torch.Tensor, list[list[int]]]:
+                   quality: float, scale_table: bool) -> tuple[torch.Tensor, list[list[int]]]:
         """Decode sequences (each a list of per-frame streams); returns (S, T, C, H, W) and per-frame checksums."""
 
 

@@ -6,15 +6,21 @@ behaviour (garbage in, garbage symbols out, or an error we turn into :class:`Bit
 and the engine's symbol checksum then reports the corruption. The probability models:
 
 * latent ``y``: a Gaussian per element, mean 0 (means are subtracted before rounding) and the
-  hyperprior's scale, discretised to integer bins over ``[-LATENT_LIMIT, LATENT_LIMIT]``;
+  hyperprior's scale. Format 4 (:class:`ScaleTable`) rounds each scale up to one of 64 fixed
+  scales and codes the symbols of each table scale together against one precomputed categorical
+  law, about six times faster than formats 1-3, which discretise a Gaussian per element over
+  ``[-LATENT_LIMIT, LATENT_LIMIT]`` (:func:`decode_gaussian`, kept to read such chunks);
 * hyper-latent ``z``: CompressAI's factorised ``EntropyBottleneck`` density, one categorical
-  table per channel, taken from its integer CDF tables (built on CPU by ``update()``);
+  table per channel, taken from its integer CDF tables (built on CPU by ``update()``), each
+  channel's symbols coded against its table in one call;
 * residuals of the error-bounded layer: zero-mean discretised Laplace laws, plus uniform low bits.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -32,7 +38,6 @@ SCALE_BOUND = 0.11  # CompressAI's GaussianConditional lower bound on scales
 
 _GAUSSIAN = constriction.stream.model.QuantizedGaussian(-LATENT_LIMIT, LATENT_LIMIT)
 _LAPLACE = constriction.stream.model.QuantizedLaplace(-RESIDUAL_LIMIT, RESIDUAL_LIMIT)
-_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
 _UNIFORM = constriction.stream.model.Uniform()
 
 
@@ -73,14 +78,117 @@ def _bounded(scales: np.ndarray) -> np.ndarray:
     return np.maximum(scales.reshape(-1).astype(np.float64), SCALE_BOUND)
 
 
-def encode_gaussian(symbols: np.ndarray, scales: np.ndarray) -> bytes:
-    """Code integer ``symbols`` (already clipped by :func:`clip_symbols`) under N(0, scale)."""
-    return _encode(symbols, _GAUSSIAN, np.zeros(symbols.size), _bounded(scales))
+def encode_latent(symbols: np.ndarray, scales: np.ndarray) -> bytes:
+    """Code integer latent ``symbols`` (clipped by :func:`clip_symbols`) under N(0, scale), as format 4 does."""
+    return ScaleTable.standard().encode(symbols, scales)
+
+
+def decode_latent(data: bytes, scales: np.ndarray, scale_table: bool) -> np.ndarray:
+    """int32 latent symbols shaped like ``scales``, from a format 4 stream (``scale_table``) or an older one."""
+    return ScaleTable.standard().decode(data, scales) if scale_table else decode_gaussian(data, scales)
 
 
 def decode_gaussian(data: bytes, scales: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`encode_gaussian`; int32 symbols shaped like ``scales``."""
+    """The latent symbols of a format 1-3 stream: zero-mean Gaussians of ``scales`` (at least
+    :data:`SCALE_BOUND`), discretised per element; int32 symbols shaped like ``scales``."""
     return _decode(data, _GAUSSIAN, np.zeros(scales.size), _bounded(scales)).reshape(scales.shape)
+
+
+#: the fixed scales of :class:`ScaleTable`: SCALE_TABLE_SIZE values from SCALE_BOUND to SCALE_TABLE_TOP, geometric
+SCALE_TABLE_SIZE = 64
+SCALE_TABLE_TOP = 256.0
+#: each table scale s codes symbols in [-ceil(SCALE_TABLE_REACH * s), +ceil(...)]; the rest escape
+SCALE_TABLE_REACH = 12.0
+#: probability of the escape symbol (about 16 bits), after which the value follows under a uniform law
+ESCAPE_PROBABILITY = 2.0 ** -16
+
+
+@dataclass(frozen=True, eq=False)
+class ScaleTable:
+    """Latent coding of format 4: zero-mean Gaussians against a fixed table of scales.
+
+    Each element's scale is rounded up to the next table scale (CompressAI's convention; the
+    table's ratio of 1.13 costs about 0.2% of the rate). The symbols whose scale rounds to the
+    same table entry are coded together, in raster order, against that entry's categorical law:
+    the Gaussian's mass in each integer bin of ``[-radius, radius]`` and an escape symbol. Table
+    entries go from the smallest scale up; escaped values follow, in the same order, under a
+    uniform law over ``[-LATENT_LIMIT, LATENT_LIMIT]``. One call per table entry instead of one
+    discretised Gaussian per element is what makes it fast. The laws are computed from
+    ``math.erfc`` in float64 and quantised by constriction to 24-bit probabilities, so a last-bit
+    difference of ``erfc`` between platforms changes a table only if it crosses a rounding step.
+    """
+
+    scales: np.ndarray  # (SCALE_TABLE_SIZE,) float64, ascending
+    radii: np.ndarray  # (SCALE_TABLE_SIZE,) int32
+    laws: tuple  # constriction Categorical models, one per scale
+
+    @classmethod
+    @functools.cache
+    def standard(cls) -> ScaleTable:
+        """The table of format 4 (built once per process)."""
+        ratio = (SCALE_TABLE_TOP / SCALE_BOUND) ** (1.0 / (SCALE_TABLE_SIZE - 1))
+        scales = SCALE_BOUND * ratio ** np.arange(SCALE_TABLE_SIZE, dtype=np.float64)
+        radii = np.ceil(SCALE_TABLE_REACH * scales).astype(np.int32)
+        return cls(scales, radii, tuple(_escaping_law(s, int(r)) for s, r in zip(scales, radii)))
+
+    def entries(self, scales: np.ndarray) -> np.ndarray:
+        """Index (uint8) of the table scale each of ``scales`` codes with: the smallest table scale at
+        least as large, the top one at most. A logarithm guesses it and one exact comparison each way
+        settles it, so the result is ``searchsorted``'s on every platform, at a third of its cost."""
+        values = np.fmax(scales.reshape(-1), SCALE_BOUND).astype(scales.dtype)  # NaN becomes the bound too
+        top = len(self.scales) - 1
+        per_step = 1.0 / math.log(self.scales[1] / self.scales[0])
+        guess = np.ceil(np.log(values / values.dtype.type(self.scales[0])) * values.dtype.type(per_step))
+        guess = np.clip(guess, 0, top).astype(np.int16)
+        guess += (guess < top) & (self.scales[guess] < values)
+        guess -= (guess > 0) & (self.scales[guess - 1] >= values)
+        return guess.astype(np.uint8)
+
+    def _order(self, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coding order of the elements (by table entry, raster order within one), each entry's
+        number of elements, and each element's radius in coding order."""
+        entries = self.entries(scales)
+        counts = np.bincount(entries, minlength=len(self.scales))
+        return np.argsort(entries, kind="stable"), counts, np.repeat(self.radii, counts)  # a radix sort for uint8 keys
+
+    def encode(self, symbols: np.ndarray, scales: np.ndarray) -> bytes:
+        """Code integer ``symbols`` (clipped by :func:`clip_symbols`) under N(0, scale), scales shaped alike."""
+        order, counts, radius = self._order(scales)
+        values = symbols.reshape(-1)[order].astype(np.int64)
+        escaped = np.abs(values) > radius
+        indices = np.where(escaped, 2 * radius + 1, values + radius).astype(np.int32)
+        coder = constriction.stream.stack.AnsCoder()
+        if escaped.any():
+            outliers = values[escaped] + LATENT_LIMIT
+            coder.encode_reverse(outliers.astype(np.int32), _UNIFORM, np.full(outliers.size, 2 * LATENT_LIMIT + 1, np.int32))
+        ends = np.cumsum(counts)
+        for entry in reversed(np.flatnonzero(counts)):
+            coder.encode_reverse(indices[ends[entry] - counts[entry]:ends[entry]], self.laws[entry])
+        return coder.get_compressed().tobytes()
+
+    def decode(self, data: bytes, scales: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`encode`: int32 symbols shaped like ``scales``."""
+        order, counts, radius = self._order(scales)
+        coder = _decoder(data)
+        with _stream_errors():
+            pieces = [coder.decode(self.laws[entry], int(counts[entry])) for entry in np.flatnonzero(counts)]
+            indices = np.concatenate(pieces).astype(np.int64) if pieces else np.zeros(0, np.int64)
+            values = indices - radius
+            escaped = indices == 2 * radius + 1
+            if escaped.any():
+                sizes = np.full(int(escaped.sum()), 2 * LATENT_LIMIT + 1, np.int32)
+                values[escaped] = coder.decode(_UNIFORM, sizes).astype(np.int64) - LATENT_LIMIT
+        symbols = np.empty(scales.size, np.int32)
+        symbols[order] = values
+        return symbols.reshape(scales.shape)
+
+
+def _escaping_law(scale: float, radius: int):
+    """Categorical law over bins -radius..radius of N(0, scale), then the escape symbol."""
+    edges = (np.arange(-radius, radius + 2, dtype=np.float64) - 0.5) / (scale * math.sqrt(2.0))
+    tail = np.array([0.5 * math.erfc(e) for e in edges])  # P(X > edge), exact in the far tails
+    probabilities = np.append(np.maximum(tail[:-1] - tail[1:], 0.0) * (1 - ESCAPE_PROBABILITY), ESCAPE_PROBABILITY)
+    return constriction.stream.model.Categorical(probabilities / probabilities.sum(), perfect=False)
 
 
 def laplace_scale_index(mean_abs: np.ndarray) -> np.ndarray:
@@ -149,13 +257,21 @@ class CategoricalTables:
         shape = (1, -1, 1, 1)
         return np.clip(np.rint(symbols), self.low.reshape(shape), self.high.reshape(shape)).astype(np.int32)
 
-    def _rows(self, shape: tuple[int, ...]) -> np.ndarray:
-        channels = np.broadcast_to(np.arange(shape[0])[:, None, None], shape).reshape(-1)
-        return self.probabilities[channels]
+    @functools.cached_property
+    def _laws(self) -> tuple:
+        """One constriction model per channel (quantised once, not once per symbol)."""
+        return tuple(constriction.stream.model.Categorical(row, perfect=False) for row in self.probabilities)
 
     def encode(self, symbols: np.ndarray) -> bytes:
-        """Code one tile's (C, H, W) clipped symbols."""
-        return _encode(symbols - self.start, _CATEGORICAL, self._rows(symbols.shape))
+        """Code one tile's (C, H, W) clipped symbols, channel after channel."""
+        coder = constriction.stream.stack.AnsCoder()
+        for channel in reversed(range(symbols.shape[0])):
+            coder.encode_reverse((symbols[channel] - self.start).reshape(-1).astype(np.int32), self._laws[channel])
+        return coder.get_compressed().tobytes()
 
     def decode(self, data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-        return (_decode(data, _CATEGORICAL, self._rows(shape)) + self.start).reshape(shape).astype(np.int32)
+        coder = _decoder(data)
+        count = shape[1] * shape[2]
+        with _stream_errors():
+            channels = [coder.decode(self._laws[channel], count) for channel in range(shape[0])]
+        return (np.stack(channels) + self.start).reshape(shape).astype(np.int32)

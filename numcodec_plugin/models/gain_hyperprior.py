@@ -32,8 +32,8 @@ from numcodec_plugin.models.base import CodedTile, symbol_checksum  # noqa: E402
 from numcodec_plugin.models.entropy_coding import (  # noqa: E402
     CategoricalTables,
     clip_symbols,
-    decode_gaussian,
-    encode_gaussian,
+    decode_latent,
+    encode_latent,
 )
 from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
 from numcodec_plugin.tile_pool import map_tiles  # noqa: E402
@@ -149,6 +149,7 @@ class GainHyperpriorCoder:
     tile_size = 256
     size_multiple = GainHyperprior.size_multiple
     temporal = False
+    latent_scale_table = True
 
     def __init__(self, network: GainHyperprior, identity: ModelIdentity, lambdas: tuple[float, ...]) -> None:
         if len(lambdas) != network.levels:
@@ -202,15 +203,16 @@ class GainHyperpriorCoder:
         """One tile's streams and its reconstruction."""
         scales, means = self._latent_parameters(z_symbols)
         y_symbols = clip_symbols((y - means).numpy())
-        tile = CodedTile((encode_gaussian(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
+        tile = CodedTile((encode_latent(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
                          symbol_checksum(y_symbols, z_symbols))
         return tile, self._synthesise(torch.from_numpy(y_symbols).float() + means, quality)
 
-    def _decode_tile(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, int]:
+    def _decode_tile(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], quality: float,
+                     scale_table: bool) -> tuple[torch.Tensor, int]:
         """One tile's reconstruction and symbol checksum."""
         z_symbols = self.z_tables.decode(streams[1], self._hyper_latent_shape(tile_shape))
         scales, means = self._latent_parameters(z_symbols)
-        y_symbols = decode_gaussian(streams[0], scales.numpy())
+        y_symbols = decode_latent(streams[0], scales.numpy(), scale_table)
         return self._synthesise(torch.from_numpy(y_symbols).float() + means, quality), symbol_checksum(y_symbols, z_symbols)
 
     def _synthesise(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
@@ -223,6 +225,7 @@ class GainHyperpriorCoder:
         coded = map_tiles(lambda i: self._code_tile(y[i], z_symbols[i], quality), range(x.shape[0]))
         return [tile for tile, _ in coded], torch.cat([x_hat for _, x_hat in coded])
 
-    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
-        decoded = map_tiles(lambda tile: self._decode_tile(tile, tile_shape, quality), streams)
+    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float,
+                   scale_table: bool = True) -> tuple[torch.Tensor, list[int]]:
+        decoded = map_tiles(lambda tile: self._decode_tile(tile, tile_shape, quality, scale_table), streams)
         return torch.cat([x for x, _ in decoded]), [c for _, c in decoded]

@@ -209,6 +209,7 @@ class OfficialImageCoder:
     tile_size = 256
     size_multiple = 64
     temporal = False
+    latent_scale_table = False  # CompressAI's own streams
 
     def __init__(self, network: torch.nn.Module, identity: ModelIdentity, quality: float) -> None:
         self.network = network
@@ -257,7 +258,8 @@ class OfficialImageCoder:
         tiles = [CodedTile(tuple(s[i] for s in strings), symbol_checksum(y_hat[i])) for i in range(x.shape[0])]
         return tiles, x_hat
 
-    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float) -> tuple[torch.Tensor, list[int]]:
+    def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float,
+                   scale_table: bool = False) -> tuple[torch.Tensor, list[int]]:
         strings = [[tile[k] for tile in streams] for k in range(self._streams)]
         x_hat, y_hat = on_network_thread(self._decode_latent, strings, tile_shape)
         return x_hat, [symbol_checksum(y_hat[i]) for i in range(len(streams))]

@@ -101,6 +101,7 @@ class OfficialTemporalCoder:
     """
 
     temporal = True
+    latent_scale_table = False  # the published models' own streams
 
     def __init__(self, network: torch.nn.Module, identity: ModelIdentity, flextec: bool) -> None:
         self.network = network
@@ -153,7 +154,7 @@ class OfficialTemporalCoder:
         return sequences, torch.stack(images)
 
     def decompress(self, streams: list[list[tuple[bytes, ...]]], tile_shape: tuple[int, int],
-                   quality: float) -> tuple[torch.Tensor, list[list[int]]]:
+                   quality: float, scale_table: bool = False) -> tuple[torch.Tensor, list[list[int]]]:
         self._on_device()
         decoded = on_network_thread(lambda: [self._decode([[[token] for token in frame] for frame in sequence],
                                                           len(sequence), quality) for sequence in streams])

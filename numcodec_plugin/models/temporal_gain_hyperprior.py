@@ -28,7 +28,7 @@ import torch
 
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.models.base import CodedTile, symbol_checksum
-from numcodec_plugin.models.entropy_coding import clip_symbols, decode_gaussian, decode_uniform, encode_gaussian, encode_uniform
+from numcodec_plugin.models.entropy_coding import clip_symbols, decode_latent, decode_uniform, encode_latent, encode_uniform
 from numcodec_plugin.models.gain_hyperprior import GainHyperpriorCoder
 from numcodec_plugin.tile_pool import map_tiles
 
@@ -87,12 +87,12 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
         coded = []
         for centre, factors, levels in options:
             symbols = clip_symbols((y - centre).numpy())
-            coded.append(((encode_gaussian(symbols, scales.numpy()), z_stream, factors), symbols, centre, levels))
+            coded.append(((encode_latent(symbols, scales.numpy()), z_stream, factors), symbols, centre, levels))
         streams, symbols, centre, levels = min(coded, key=lambda c: sum(map(len, c[0])))
         return streams, symbol_checksum(symbols, z_symbols, levels), _FrameState(torch.from_numpy(symbols).float() + centre, means)
 
-    def _decode_frame(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], previous: _FrameState | None
-                      ) -> tuple[int, _FrameState]:
+    def _decode_frame(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], previous: _FrameState | None,
+                      scale_table: bool) -> tuple[int, _FrameState]:
         z_symbols = self.z_tables.decode(streams[1], self._hyper_latent_shape(tile_shape))
         scales, means = self._latent_parameters(z_symbols)
         centre, levels = means, np.zeros(0, np.int32)
@@ -103,7 +103,7 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
             levels = np.zeros(len(active), np.int32)
             levels[active] = decode_uniform(streams[2][1:], np.full(active.sum(), ALPHA_LEVELS))
             centre = means + torch.from_numpy(levels * ALPHA_STEP).float()[:, None, None] * previous.innovation
-        symbols = decode_gaussian(streams[0], scales.numpy())
+        symbols = decode_latent(streams[0], scales.numpy(), scale_table)
         return symbol_checksum(symbols, z_symbols, levels), _FrameState(torch.from_numpy(symbols).float() + centre, means)
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
@@ -123,11 +123,11 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
         return [tiles for tiles, _ in coded], torch.stack([images for _, images in coded])
 
     def decompress(self, streams: list[list[tuple[bytes, ...]]], tile_shape: tuple[int, int],
-                   quality: float) -> tuple[torch.Tensor, list[list[int]]]:
+                   quality: float, scale_table: bool = True) -> tuple[torch.Tensor, list[list[int]]]:
         def decode(sequence: list[tuple[bytes, ...]]) -> tuple[torch.Tensor, list[int]]:
             images, checksums, state = [], [], None
             for tile in sequence:
-                checksum, state = self._decode_frame(tile, tile_shape, state)
+                checksum, state = self._decode_frame(tile, tile_shape, state, scale_table)
                 images.append(self._synthesise(state.latent, quality))
                 checksums.append(checksum)
             return torch.cat(images), checksums

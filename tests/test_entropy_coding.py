@@ -1,0 +1,120 @@
+"""Latent entropy coding: the scale table of chunk format 4, and reading chunks of formats 1-3."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import constriction
+import numpy as np
+import pytest
+import torch
+
+from numcodec_plugin import BitstreamError, bitstream, engine
+from numcodec_plugin.models import entropy_coding
+from numcodec_plugin.models.base import symbol_checksum
+from numcodec_plugin.models.entropy_coding import LATENT_LIMIT, SCALE_BOUND, ScaleTable
+from numcodec_plugin.models import registry
+from numcodec_plugin.models.registry import load_model
+from numcodec_plugin.scoped_determinism import deterministic_torch
+from tests.test_registry import write_official_checkpoint
+
+TABLE = ScaleTable.standard()
+
+
+def _random_latent(seed: int, top: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scales = np.exp(rng.uniform(np.log(0.01), np.log(top), size=(40, 12, 16))).astype(np.float32)
+    return entropy_coding.clip_symbols(rng.normal(0.0, scales)), scales
+
+
+def test_table_entries_round_scales_up_exactly() -> None:
+    """The logarithmic guess, settled by comparisons, is ``searchsorted``'s answer, also on the table's
+    own values, just around them, below the bound, above the top, and for NaN."""
+    s = TABLE.scales
+    probes = np.concatenate([s, np.nextafter(s, 0), np.nextafter(s, np.inf), [0.0, 1e-9, SCALE_BOUND, 1e6, np.nan],
+                             np.exp(np.random.default_rng(0).uniform(-5, 7, 10000))])
+    for dtype in (np.float32, np.float64):
+        values = probes.astype(dtype)
+        expected = np.minimum(np.searchsorted(s, np.fmax(values, SCALE_BOUND).astype(np.float64)), len(s) - 1)
+        np.testing.assert_array_equal(TABLE.entries(values), expected)
+
+
+@pytest.mark.parametrize("top", [0.5, 8.0, 600.0])
+def test_scale_table_round_trip(top: float) -> None:
+    symbols, scales = _random_latent(1, top)
+    np.testing.assert_array_equal(TABLE.decode(TABLE.encode(symbols, scales), scales), symbols)
+
+
+def test_values_beyond_a_scales_reach_escape_and_come_back() -> None:
+    symbols, scales = _random_latent(2, 4.0)
+    symbols.reshape(-1)[[0, 7, 99]] = [LATENT_LIMIT, -LATENT_LIMIT, 57]
+    scales.reshape(-1)[[0, 7, 99]] = 0.2
+    coded = TABLE.encode(symbols, scales)
+    np.testing.assert_array_equal(TABLE.decode(coded, scales), symbols)
+    plain = symbols.copy()
+    plain.reshape(-1)[[0, 7, 99]] = 0
+    assert len(coded) > len(TABLE.encode(plain, scales))  # an escape costs bits, it is not free
+
+
+def test_the_table_costs_little_against_a_gaussian_per_element() -> None:
+    symbols, scales = _random_latent(3, 8.0)
+    per_element = constriction.stream.stack.AnsCoder()
+    per_element.encode_reverse(symbols.reshape(-1), constriction.stream.model.QuantizedGaussian(-LATENT_LIMIT, LATENT_LIMIT),
+                               np.zeros(symbols.size), np.maximum(scales.reshape(-1).astype(np.float64), SCALE_BOUND))
+    assert len(TABLE.encode(symbols, scales)) < 1.01 * per_element.get_compressed().nbytes
+
+
+def test_damaged_streams_give_an_error_or_other_symbols() -> None:
+    symbols, scales = _random_latent(4, 8.0)
+    coded = bytearray(TABLE.encode(symbols, scales))
+    coded[len(coded) // 2] ^= 0x5A
+    try:
+        decoded = TABLE.decode(bytes(coded), scales)
+    except BitstreamError:
+        return
+    assert decoded.shape == symbols.shape and not np.array_equal(decoded, symbols)
+
+
+def _as_format_3(data: bytes) -> bytes:
+    """The same chunk as an older release wrote it: latents re-coded with one discretised Gaussian per
+    element, the scale-table flag cleared (so version 3)."""
+    chunk = bitstream.unpack(data)
+    coder = load_model(chunk.header.model_name, chunk.header.quality)
+    tiles = []
+    with deterministic_torch(), torch.inference_mode():
+        for tile in chunk.tiles:
+            z = coder.z_tables.decode(tile.streams[1], coder._hyper_latent_shape(chunk.header.tile_shape))
+            scales = coder._latent_parameters(z)[0].numpy()
+            y = TABLE.decode(tile.streams[0], scales)
+            assert symbol_checksum(y, z) == tile.checksum
+            legacy = constriction.stream.stack.AnsCoder()
+            legacy.encode_reverse(y.reshape(-1), constriction.stream.model.QuantizedGaussian(-LATENT_LIMIT, LATENT_LIMIT),
+                                  np.zeros(y.size), np.maximum(scales.reshape(-1).astype(np.float64), SCALE_BOUND))
+            tiles.append(type(tile)((legacy.get_compressed().tobytes(),) + tile.streams[1:], tile.checksum,
+                                    tile.offsets, tile.correction))
+    header = type(chunk.header)(**{**chunk.header.__dict__, "scale_table": False})
+    return bitstream.pack(bitstream.Chunk(header, chunk.mask, tiles, chunk.residual))
+
+
+def test_chunks_of_earlier_formats_still_decode(s2_scene: np.ndarray) -> None:
+    data = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :512]), engine.EncodeSettings(quality=3))
+    assert data[4] == bitstream.SCALE_TABLE_VERSION and data[5] & bitstream.FLAG_SCALE_TABLE
+    old = _as_format_3(data)
+    assert old[4] == bitstream.LOWPASS_VERSION
+    np.testing.assert_array_equal(engine.decode(old), engine.decode(data))
+
+
+def test_scale_table_flag_on_a_model_without_one_is_refused(tmp_path, monkeypatch, s2_series: np.ndarray) -> None:
+    """The official models write CompressAI's own streams (format 1); a chunk of theirs flagged as coded
+    against the scale table is refused, not decoded."""
+    write_official_checkpoint(tmp_path, "tec-fp", "lambda-10", "factorizedprior", 16, 32)
+    monkeypatch.setenv("TERRACODEC_HOME", str(tmp_path))
+    monkeypatch.setenv("TERRACODEC_OFFLINE", "1")
+    monkeypatch.setattr(registry, "_cache", {})
+    data = bytearray(engine.encode(s2_series[0, :, :64, :64], engine.EncodeSettings(model="tec-fp", quality=3)))
+    assert data[4] == bitstream.VERSION
+    data[4], data[5] = bitstream.SCALE_TABLE_VERSION, data[5] | bitstream.FLAG_SCALE_TABLE
+    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
+    with pytest.raises(BitstreamError, match="scale table"):
+        engine.decode(bytes(data))
