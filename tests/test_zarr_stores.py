@@ -100,7 +100,7 @@ def test_dask_threaded_reads_equal_serial(tmp_path: Path, s2_series: np.ndarray)
     lazy = xr.open_zarr(tmp_path / "s.zarr").reflectance
     with dask.config.set(scheduler="synchronous"):
         serial = lazy.values
-    with dask.config.set(scheduler="threads", num_workers=4):
+    with dask.config.set(scheduler="threads", num_workers=8):
         threaded = lazy.values
     np.testing.assert_array_equal(serial, threaded)
 
