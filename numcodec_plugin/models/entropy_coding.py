@@ -8,7 +8,8 @@ and the engine's symbol checksum then reports the corruption. The probability mo
 * latent ``y``: a Gaussian per element, mean 0 (means are subtracted before rounding) and the
   hyperprior's scale. Format 4 (:class:`ScaleTable`) rounds each scale up to one of 64 fixed
   scales and codes the symbols of each table scale together against one precomputed categorical
-  law, about six times faster than formats 1-3, which discretise a Gaussian per element over
+  law, three times faster to decode (``benchmarks/codec_speed.py``'s stage table) than formats 1-3,
+  which discretise a Gaussian per element over
   ``[-LATENT_LIMIT, LATENT_LIMIT]`` (:func:`decode_gaussian`, kept to read such chunks);
 * hyper-latent ``z``: CompressAI's factorised ``EntropyBottleneck`` density, one categorical
   table per channel, taken from its integer CDF tables (built on CPU by ``update()``), each
@@ -107,8 +108,9 @@ ESCAPE_PROBABILITY = 2.0 ** -16
 class ScaleTable:
     """Latent coding of format 4: zero-mean Gaussians against a fixed table of scales.
 
-    Each element's scale is rounded up to the next table scale (CompressAI's convention; the
-    table's ratio of 1.13 costs about 0.2% of the rate). The symbols whose scale rounds to the
+    Each element's scale is rounded up to the next table scale (CompressAI's convention; on
+    synthetic Gaussian latents the table's ratio of 1.13 costs about 0.2% of the rate against exact
+    scales, and on real chunks the narrow alphabets more than make up for it). The symbols whose scale rounds to the
     same table entry are coded together, in raster order, against that entry's categorical law:
     the Gaussian's mass in each integer bin of ``[-radius, radius]`` and an escape symbol. Table
     entries go from the smallest scale up; escaped values follow, in the same order, under a
