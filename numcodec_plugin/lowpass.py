@@ -28,6 +28,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from numcodec_plugin.models.entropy_coding import (
     RESIDUAL_LIMIT,
@@ -98,8 +99,14 @@ def upsample(grid: np.ndarray, block: int, rows: np.ndarray | None = None, colum
     r0, r1, wr = _bilinear_weights(rows, cells_r, block)
     c0, c1, wc = _bilinear_weights(columns, cells_c, block)
     grid = grid.astype(np.float64)
-    by_rows = grid[:, r0, :] * (1 - wr)[:, None] + grid[:, r1, :] * wr[:, None]
-    return by_rows[:, :, c0] * (1 - wc) + by_rows[:, :, c1] * wc
+    by_rows = _gather(grid, r0, -2) * (1 - wr)[:, None] + _gather(grid, r1, -2) * wr[:, None]
+    return _gather(by_rows, c0, -1) * (1 - wc) + _gather(by_rows, c1, -1) * wc
+
+
+def _gather(values: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    """``np.take(values, index, axis)`` for a non-decreasing ``index`` (the cells of increasing pixel
+    positions), as a repeat of each cell: the same values, about twice as fast as fancy indexing."""
+    return np.repeat(values, np.bincount(index, minlength=values.shape[axis]), axis=axis)
 
 
 def correction_field(correction: LowpassCorrection, bands: int, tile_shape: tuple[int, int]) -> np.ndarray:
@@ -161,9 +168,16 @@ def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorr
 
 
 def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
-    """Sums of (..., y, x) ``values`` over ``block`` x ``block`` squares."""
+    """Sums of (..., y, x) ``values`` over ``block`` x ``block`` squares, float64.
+
+    An average pooling, times ``block**2`` (a power of two, so exactly the pooled sum): several times
+    faster than NumPy's reduction over two strided axes, and it lets other tile threads run (torch
+    releases the GIL). Encoder-only: the decoder never sums blocks.
+    """
     *lead, height, width = values.shape
-    return values.reshape(*lead, height // block, block, width // block, block).sum(axis=(-3, -1))
+    planes = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).reshape(1, -1, height, width)
+    sums = torch.nn.functional.avg_pool2d(planes, block) * float(block * block)
+    return sums.reshape(*lead, height // block, width // block).numpy()
 
 
 def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
