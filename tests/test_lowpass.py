@@ -106,3 +106,16 @@ def test_models_without_a_lambda_get_dc_offsets_only() -> None:
     out = engine._with_corrections([CodedTile((b"",), 0)], decoded, originals, np.ones((1, 1, 64, 64), bool),
                                    (100.0,) * 12, None)
     assert out[0].correction is None and out[0].offsets == (-25,) * 12  # units of OFFSET_STEP = 2 DN
+
+
+@pytest.mark.parametrize("block", [4, 16, 128])
+def test_the_field_is_fancy_indexing_bit_for_bit(block: int) -> None:
+    """The decoder's field must stay what earlier releases computed (the error-bounded layer's CRC pins
+    it): its repeats are exactly the gathers of the bilinear formula."""
+    grid = np.random.default_rng(block).normal(0, 300, (12, 256 // block, 256 // block))
+    for positions in (np.arange(256), np.arange(0, 256, 4)):
+        r0, r1, wr = lowpass._bilinear_weights(positions, grid.shape[-2], block)
+        c0, c1, wc = lowpass._bilinear_weights(positions, grid.shape[-1], block)
+        by_rows = grid[:, r0, :] * (1 - wr)[:, None] + grid[:, r1, :] * wr[:, None]
+        expected = by_rows[:, :, c0] * (1 - wc) + by_rows[:, :, c1] * wc
+        np.testing.assert_array_equal(lowpass.upsample(grid, block, positions, positions), expected)
