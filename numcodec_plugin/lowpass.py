@@ -105,7 +105,8 @@ def upsample(grid: np.ndarray, block: int, rows: np.ndarray | None = None, colum
 
 def _gather(values: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
     """``np.take(values, index, axis)`` for a non-decreasing ``index`` (the cells of increasing pixel
-    positions), as a repeat of each cell: the same values, about twice as fast as fancy indexing."""
+    positions), as a repeat of each cell: the same values, with a copy per cell instead of a lookup
+    per pixel (the stage table of ``benchmarks/codec_speed.py`` times the field)."""
     return np.repeat(values, np.bincount(index, minlength=values.shape[axis]), axis=axis)
 
 
@@ -170,9 +171,10 @@ def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorr
 def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
     """Sums of (..., y, x) ``values`` over ``block`` x ``block`` squares, float64.
 
-    An average pooling, times ``block**2`` (a power of two, so exactly the pooled sum): several times
-    faster than NumPy's reduction over two strided axes, and it lets other tile threads run (torch
-    releases the GIL). Encoder-only: the decoder never sums blocks.
+    An average pooling, times ``block**2`` (a power of two, so exactly the pooled sum): faster than
+    NumPy's reduction over two strided axes, and it lets other tile threads run (torch releases the
+    GIL); the stage table of ``benchmarks/codec_speed.py`` times the fit. Encoder-only: the decoder
+    never sums blocks.
     """
     *lead, height, width = values.shape
     planes = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float64)).reshape(1, -1, height, width)
