@@ -424,7 +424,9 @@ def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list
 
     def reconstruct_tile(k: int) -> None:
         offsets = np.asarray(coded[k].offsets, dtype=np.float32)[:, None, None] * OFFSET_STEP
-        dn = decoded[k] * std + mean - offsets
+        dn = decoded[k] * std  # then in place, in the order of decoded * std + mean - offsets
+        dn += mean
+        dn -= offsets
         if coded[k].correction is not None:
             dn -= lowpass.correction_field(coded[k].correction, dn.shape[0], header.tile_shape)
         tiles[k] = _to_dtype(dn, header)
@@ -434,7 +436,8 @@ def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list
 
 
 def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader) -> np.ndarray:
-    """Round and clip DN to the dtype (floats: divide by dn_scale); valid values never equal no-data."""
+    """Round and clip DN to the dtype (floats: divide by dn_scale); valid values never equal no-data.
+    Integer dtypes round ``dn`` in place."""
     dtype, nodata = header.dtype, header.nodata
     if dtype.kind == "f":
         values = (dn / header.dn_scale).astype(dtype)
@@ -442,7 +445,7 @@ def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader) -> np.ndarray:
             values[values == dtype.type(nodata)] = np.nextafter(dtype.type(nodata), dtype.type(np.inf))
         return values
     info = np.iinfo(dtype)
-    values = np.clip(np.rint(dn), info.min, info.max).astype(dtype)
+    values = np.clip(np.rint(dn, out=dn), info.min, info.max, out=dn).astype(dtype)  # rounds ``dn`` in place
     if info.min <= nodata <= info.max:
         values[values == nodata] = nodata + 1 if nodata < info.max else nodata - 1
     return values

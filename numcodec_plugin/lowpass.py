@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -100,7 +101,12 @@ def upsample(grid: np.ndarray, block: int, rows: np.ndarray | None = None, colum
     c0, c1, wc = _bilinear_weights(columns, cells_c, block)
     grid = grid.astype(np.float64)
     by_rows = _gather(grid, r0, -2) * (1 - wr)[:, None] + _gather(grid, r1, -2) * wr[:, None]
-    return _gather(by_rows, c0, -1) * (1 - wc) + _gather(by_rows, c1, -1) * wc
+    field = _gather(by_rows, c0, -1)
+    field *= 1 - wc
+    second = _gather(by_rows, c1, -1)
+    second *= wc
+    field += second  # in place: the same operations as a * (1 - wc) + b * wc, without two more full-size arrays
+    return field
 
 
 def _gather(values: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
@@ -186,6 +192,31 @@ def _means(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
 
 
+@lru_cache(maxsize=64)
+def _interpolation_block_sums(cells: int, block: int) -> np.ndarray:
+    """(cells, cells) matrix along one axis: entry [i, j] is the sum, over the pixels of block i, of
+    cell j's weight in the bilinear interpolation of :func:`upsample`."""
+    positions = np.arange(cells * block)
+    first, second, weight = _bilinear_weights(positions, cells, block)
+    matrix = np.zeros((cells, cells))
+    np.add.at(matrix, (positions // block, first), 1 - weight)
+    np.add.at(matrix, (positions // block, second), weight)
+    return matrix
+
+
+def _interpolated_block_means(grid: np.ndarray, block: int, weight: np.ndarray, full: bool) -> np.ndarray:
+    """Block means, over the pixels that count, of the bilinear field of a (bands, r, c) ``grid``.
+
+    With every pixel counting the interpolation is separable, so the means are two small matrix
+    products instead of a full-resolution field (encoder-only, like the whole fit).
+    """
+    if full:
+        rows = _interpolation_block_sums(grid.shape[-2], block)
+        columns = _interpolation_block_sums(grid.shape[-1], block)
+        return rows @ grid @ columns.T / (block * block)
+    return _means(_block_sums(upsample(grid, block) * weight, block), _block_sums(weight, block))
+
+
 #: the encoder estimates each candidate's distortion on every SAMPLE_STRIDE-th row and column
 SAMPLE_STRIDE = 4
 
@@ -205,8 +236,9 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     if not blocks or not valid.any():
         return None
     weight = valid.astype(np.float64)
+    full = bool(valid.all())
     finest = blocks[-1]
-    sums, counts = _block_sums(error * weight, finest), _block_sums(weight, finest)
+    sums, counts = _block_sums(error if full else error * weight, finest), _block_sums(weight, finest)
     rows, columns = np.arange(0, height, SAMPLE_STRIDE), np.arange(0, width, SAMPLE_STRIDE)
     sample = error[:, rows][:, :, columns]
     sample_weight = weight[rows][:, columns]
@@ -233,8 +265,8 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     if best is None:
         return None
     # Block means, interpolated, blur the field; one correction step towards the least-squares grid
-    # (the block means of what the interpolated field leaves) recovers part of that.
+    # (adding back what the interpolation loses of each block's mean) recovers part of that.
     block = best.block
-    left = _block_sums((error - upsample(best_means, block)) * weight, block)
-    refined, refined_cost = coded(best_means + _means(left, _block_sums(weight, block)), block)
+    refined_means = 2 * best_means - _interpolated_block_means(best_means, block, weight, full)
+    refined, refined_cost = coded(refined_means, block)
     return refined if refined_cost < best_cost else best

@@ -119,3 +119,16 @@ def test_the_field_is_fancy_indexing_bit_for_bit(block: int) -> None:
         by_rows = grid[:, r0, :] * (1 - wr)[:, None] + grid[:, r1, :] * wr[:, None]
         expected = by_rows[:, :, c0] * (1 - wc) + by_rows[:, :, c1] * wc
         np.testing.assert_array_equal(lowpass.upsample(grid, block, positions, positions), expected)
+
+
+@pytest.mark.parametrize("block", [4, 32, 128])
+def test_separable_block_means_of_the_field_match_the_full_field(block: int) -> None:
+    """The fit's refinement takes the interpolated field's block means as two small matrix products
+    where every pixel counts; they are the means of the full-resolution field."""
+    grid = np.random.default_rng(block).normal(0, 300, (12, 256 // block, 256 // block))
+    everywhere = np.ones((256, 256))
+    separable = lowpass._interpolated_block_means(grid, block, everywhere, full=True)
+    np.testing.assert_allclose(separable, lowpass._interpolated_block_means(grid, block, everywhere, full=False),
+                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(separable, lowpass.upsample(grid, block).reshape(12, 256 // block, block, 256 // block, block)
+                               .mean(axis=(2, 4)), rtol=0, atol=1e-9)

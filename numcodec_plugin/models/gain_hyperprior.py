@@ -25,7 +25,6 @@ from numcodec_plugin._torchvision_shim import ensure_compressai_importable
 ensure_compressai_importable()
 
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional  # noqa: E402
-from compressai.layers import GDN  # noqa: E402
 from compressai.models.utils import conv, deconv  # noqa: E402
 
 from numcodec_plugin.models.base import CodedTile, symbol_checksum  # noqa: E402
@@ -36,6 +35,7 @@ from numcodec_plugin.models.entropy_coding import (  # noqa: E402
     encode_latent,
 )
 from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
+from numcodec_plugin.models.layers import InferenceGDN  # noqa: E402
 from numcodec_plugin.tile_pool import map_tiles  # noqa: E402
 
 
@@ -55,9 +55,9 @@ class GainHyperprior(nn.Module):
         super().__init__()
         self.config = {"bands": bands, "N": N, "M": M, "levels": levels}
         self.register_buffer("spectral_rotation", torch.eye(bands))
-        self.g_a = nn.Sequential(conv(bands, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+        self.g_a = nn.Sequential(conv(bands, N), InferenceGDN(N), conv(N, N), InferenceGDN(N), conv(N, M))
         self.g_s = nn.Sequential(
-            deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True), deconv(N, bands)
+            deconv(M, N), InferenceGDN(N, inverse=True), deconv(N, N), InferenceGDN(N, inverse=True), deconv(N, bands)
         )
         self.h_a = nn.Sequential(
             conv(M, N, stride=1, kernel_size=3), nn.LeakyReLU(inplace=True),
