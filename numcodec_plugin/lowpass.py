@@ -14,7 +14,9 @@ tile, the encoder:
    entropy-codes the prediction residuals under a zero-mean discretised Laplace law per band;
 4. keeps the block size (or no layer at all) with the lowest cost ``lam * D + R``, where ``D`` is
    the mean squared error in reflectance units (DN / 10000) after the correction and ``R`` the
-   layer's bits per pixel per band: the same trade-off the network was trained for.
+   layer's bits per pixel per band (estimated from the symbols' information content,
+   :func:`~numcodec_plugin.models.entropy_coding.laplace_bits`; only the kept grid is coded): the same
+   trade-off the network was trained for.
 
 The decoder interpolates the grid bilinearly between block centres (held constant beyond the outer
 centres) and subtracts it. :func:`correction_field` is that interpolation, in float64 with
@@ -35,6 +37,7 @@ from numcodec_plugin.models.entropy_coding import (
     RESIDUAL_LIMIT,
     LaplaceDecoder,
     encode_laplace,
+    laplace_bits,
     laplace_scale,
     laplace_scale_index,
 )
@@ -43,8 +46,10 @@ from numcodec_plugin.models.entropy_coding import (
 BLOCK_SIZES = (128, 64, 32, 16, 8, 4)
 #: reflectance is DN / 10000: squared errors in DN are divided by this to give the unit of ``lam``
 DN_PER_REFLECTANCE_SQUARED = 1e8
-#: bytes a correction adds to its tile besides the coded symbols: block, step, length varint (approx.)
+#: bytes a correction adds to its tile besides the coded symbols and scale bytes: block, step, length varint (approx.)
 _FIXED_BYTES = 4
+#: bytes an entropy-coded stream has beyond its symbols' information content (its last 32-bit words, approx.)
+_STREAM_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -158,8 +163,27 @@ def _decode_grid(correction: LowpassCorrection, shape: tuple[int, int, int]) -> 
     return from_prediction_residuals(residuals) * correction.step
 
 
-def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorrection, np.ndarray]:
-    """The coded correction for these block means, and the grid (DN) the decoder will get from it."""
+@dataclass(frozen=True)
+class _QuantisedGrid:
+    """A candidate correction before entropy coding: the fit ranks candidates by estimated size."""
+
+    block: int
+    step_index: int
+    residuals: np.ndarray  # (bands, rows, columns) prediction residuals, what is coded
+    scale_index: np.ndarray  # (bands,) uint8
+    field_grid: np.ndarray  # (bands, rows, columns) DN: the grid the decoder will get
+
+    def estimated_bytes(self) -> float:
+        return laplace_bits(self.residuals, self.scale_index) / 8 + _STREAM_BYTES + len(self.scale_index) + _FIXED_BYTES
+
+    def coded(self) -> LowpassCorrection:
+        scales = np.broadcast_to(laplace_scale(self.scale_index)[:, None, None], self.residuals.shape)
+        return LowpassCorrection(self.block.bit_length() - 1, self.step_index, tuple(int(i) for i in self.scale_index),
+                                 encode_laplace(self.residuals, scales))
+
+
+def _quantised(block_means: np.ndarray, block: int, lam: float) -> _QuantisedGrid:
+    """The candidate correction for these block means at the step that suits ``lam``."""
     step_index = _step_index(quantiser_step(lam, block))
     step = step_size(step_index)
     grid = np.rint(block_means / step).astype(np.int64)
@@ -168,10 +192,7 @@ def _coded(block_means: np.ndarray, block: int, lam: float) -> tuple[LowpassCorr
     if (residuals != unclipped).any():  # rare: the decoder's grid then differs from the rounded means
         grid = from_prediction_residuals(residuals)
     scale_index = laplace_scale_index(np.abs(residuals).mean(axis=(1, 2)))
-    scales = np.broadcast_to(laplace_scale(scale_index)[:, None, None], residuals.shape)
-    correction = LowpassCorrection(block.bit_length() - 1, step_index, tuple(int(i) for i in scale_index),
-                                   encode_laplace(residuals, scales))
-    return correction, grid * step
+    return _QuantisedGrid(block, step_index, residuals, scale_index, grid * step)
 
 
 def _block_sums(values: np.ndarray, block: int) -> np.ndarray:
@@ -249,17 +270,17 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
         squared = float(np.sum(remaining * remaining * sample_weight)) / samples
         return lam * squared / DN_PER_REFLECTANCE_SQUARED + extra_bytes * rate_per_byte
 
-    def coded(means: np.ndarray, block: int) -> tuple[LowpassCorrection, float]:
-        correction, grid = _coded(means, block, lam)
-        return correction, cost(sample - upsample(grid, block, rows, columns), len(correction.symbols) + bands + _FIXED_BYTES)
+    def candidate(means: np.ndarray, block: int) -> tuple[_QuantisedGrid, float]:
+        grid = _quantised(means, block, lam)
+        return grid, cost(sample - upsample(grid.field_grid, block, rows, columns), grid.estimated_bytes())
 
     best, best_cost, best_means = None, cost(sample, 1), None
     for block in blocks:
         factor = block // finest
         means = _means(_block_sums(sums, factor), _block_sums(counts, factor))
-        candidate, candidate_cost = coded(means, block)
-        if candidate_cost < best_cost:
-            best, best_cost, best_means = candidate, candidate_cost, means
+        grid, grid_cost = candidate(means, block)
+        if grid_cost < best_cost:
+            best, best_cost, best_means = grid, grid_cost, means
         elif best is not None:
             break
     if best is None:
@@ -267,6 +288,5 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     # Block means, interpolated, blur the field; one correction step towards the least-squares grid
     # (adding back what the interpolation loses of each block's mean) recovers part of that.
     block = best.block
-    refined_means = 2 * best_means - _interpolated_block_means(best_means, block, weight, full)
-    refined, refined_cost = coded(refined_means, block)
-    return refined if refined_cost < best_cost else best
+    refined, refined_cost = candidate(2 * best_means - _interpolated_block_means(best_means, block, weight, full), block)
+    return (refined if refined_cost < best_cost else best).coded()

@@ -40,6 +40,7 @@ SCALE_BOUND = 0.11  # CompressAI's GaussianConditional lower bound on scales
 _GAUSSIAN = constriction.stream.model.QuantizedGaussian(-LATENT_LIMIT, LATENT_LIMIT)
 _LAPLACE = constriction.stream.model.QuantizedLaplace(-RESIDUAL_LIMIT, RESIDUAL_LIMIT)
 _UNIFORM = constriction.stream.model.Uniform()
+_PRECISION_BITS = 24  # constriction's default fixed-point precision of model probabilities
 
 
 def _encode(symbols: np.ndarray, model, *params: np.ndarray) -> bytes:
@@ -208,6 +209,23 @@ def laplace_scale(index: np.ndarray) -> np.ndarray:
 def encode_laplace(symbols: np.ndarray, scales: np.ndarray) -> bytes:
     """Code integer symbols in +-RESIDUAL_LIMIT under zero-mean discretised Laplace laws of ``scales``."""
     return _encode(symbols, _LAPLACE, np.zeros(symbols.size), scales.reshape(-1).astype(np.float64))
+
+
+def laplace_bits(symbols: np.ndarray, scale_index: np.ndarray) -> float:
+    """About the bits :func:`encode_laplace` spends on (bands, ...) integer ``symbols`` with one stored
+    scale byte per band: their information content under the discretised Laplace laws
+    (P(0) = 1 - e^(-1/2b), P(k) = e^(-(|k|-1/2)/b) (1 - e^(-1/b)) / 2), at most the coder's
+    probability precision per symbol, plus what the alphabet's floor of 2^-24 per symbol costs. The coded
+    stream is a few bytes and under 1% longer (its 32-bit words, the probabilities' fixed point); the
+    low-pass fit ranks its candidates with this and codes only the one it keeps."""
+    nats_per_unit = (1 / laplace_scale(np.asarray(scale_index)))[:, None]
+    magnitudes = np.abs(symbols).reshape(len(nats_per_unit), -1)
+    bits_zero = -np.log2(-np.expm1(-0.5 * nats_per_unit))
+    bits_one = -np.log2(-0.5 * np.expm1(-nats_per_unit)) + 0.5 * nats_per_unit / math.log(2)
+    bits = np.where(magnitudes == 0, bits_zero, bits_one + (magnitudes - 1) * nats_per_unit / math.log(2))
+    # The probability every other symbol of the +-RESIDUAL_LIMIT alphabet keeps is taken from the likely ones.
+    leak = -math.log2(1 - 2 * RESIDUAL_LIMIT * 2.0 ** -_PRECISION_BITS)
+    return float(np.minimum(bits, _PRECISION_BITS).sum() + leak * bits.size)
 
 
 class LaplaceDecoder:
