@@ -234,10 +234,12 @@ def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np
     scale = np.asarray(std, dtype=np.float64)[:, None, None]
 
     def corrected(k: int) -> CodedTile:
-        error = (decoded[k].astype(np.float64) - originals[k]) * scale
+        error = decoded[k].astype(np.float64)  # then in place, in the order of (decoded - originals) * scale
+        error -= originals[k]
+        error *= scale
         weight = valid[k, 0]
         count = int(weight.sum())
-        mean_error = (error * weight).sum(axis=(-2, -1)) / max(count, 1)
+        mean_error = (error if count == weight.size else error * weight).sum(axis=(-2, -1)) / max(count, 1)
         steps = np.rint(mean_error / OFFSET_STEP).astype(np.int64)
         error -= steps[:, None, None] * OFFSET_STEP
         correction = None if rate_lambda is None else lowpass.fit(error, weight, rate_lambda)
