@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +34,21 @@ def test_release_chunk_decodes_to_the_same_array(name: str) -> None:
     assert hashlib.sha256(decoded.tobytes()).hexdigest() == MANIFEST["chunks"][name], (
         f"{name}.tec, written by {MANIFEST['written_by']}, decodes to another array than that release's"
     )
+
+
+def test_an_error_bounded_chunk_on_another_instruction_set_decodes_exactly_or_refuses() -> None:
+    """Fail, don't lie: with oneDNN held to SSE4.1 (another CPU, as far as the network's bits go) the
+    error-bounded chunk's learned reconstruction differs, and decoding must refuse rather than return
+    values whose bound is not guaranteed (benchmarks/portability.py measures the lossy chunks too)."""
+    script = (
+        "import hashlib, sys\n"
+        "from numcodec_plugin import EntropyModelMismatchError, engine\n"
+        "try:\n"
+        "    print(hashlib.sha256(engine.decode(open(sys.argv[1], 'rb').read()).tobytes()).hexdigest())\n"
+        "except EntropyModelMismatchError as error:\n"
+        "    print('refused', error)\n"
+    )
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="SSE41", ATEN_CPU_CAPABILITY="default")
+    out = subprocess.run([sys.executable, "-c", script, str(FIXTURES / "q5_max_error_20.tec")], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out.startswith("refused") or out == MANIFEST["chunks"]["q5_max_error_20"], out
