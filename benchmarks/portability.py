@@ -33,12 +33,13 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import reporting  # noqa: E402
+from benchmarks import reporting, timing  # noqa: E402
 from benchmarks.rd_benchmark import add_data_arguments, load_tiles  # noqa: E402
-from numcodec_plugin import bitstream, engine  # noqa: E402
+from numcodec_plugin import DEFAULT_MODEL, bitstream, engine  # noqa: E402
 
 #: the oneDNN instruction sets decoded with (torch's own kernels are held to their portable build too)
 DEFAULT_ISAS = ("AVX", "SSE41")
+SPEED_HEADERS = ("Model", "Chunks", "decode ms per tile")
 HEADERS = ("Chunks", "with a learned layer", "Decoded with", "decoded", "refused (EntropyModelMismatchError)", "max abs difference (DN)",
            "values that differ")
 
@@ -53,7 +54,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                              "quality 5 (default: %(default)s)")
     parser.add_argument("--isas", nargs="+", default=DEFAULT_ISAS,
                         help="ONEDNN_MAX_CPU_ISA values to decode with (default: %(default)s)")
-    parser.add_argument("--model", help="TerraCodec model (default: the bundled model)")
+    parser.add_argument("--models", nargs="+", default=(DEFAULT_MODEL, f"{DEFAULT_MODEL}-portable"),
+                        help="TerraCodec models to compare (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="folder to write portability.md to")
     parser.add_argument("--note", default="", help="a remark printed at the top of the report")
     parser.add_argument("--decode", type=Path, help=argparse.SUPPRESS)  # worker mode: decode this folder's chunks
@@ -100,14 +102,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         decode_folder(args.decode)
         return
     tiles = load_tiles(args)
-    settings = {f"quality {q:g}": engine.EncodeSettings(model=args.model, quality=q) for q in args.qualities}
     bounded = f"max_error {args.max_error:g} DN"
-    settings[f"{bounded}, quality chosen by the codec"] = engine.EncodeSettings(model=args.model, max_error=args.max_error)
-    settings[f"{bounded} at quality 5"] = engine.EncodeSettings(model=args.model, quality=5.0, max_error=args.max_error)
-    rows = []
+    settings = {}
+    for model in args.models:
+        for q in args.qualities:
+            settings[(model, f"quality {q:g}")] = engine.EncodeSettings(model=model, quality=q)
+        settings[(model, f"{bounded}, quality chosen by the codec")] = engine.EncodeSettings(model=model, max_error=args.max_error)
+        settings[(model, f"{bounded} at quality 5")] = engine.EncodeSettings(model=model, quality=5.0, max_error=args.max_error)
+    rows, speed_rows = [], []
     with tempfile.TemporaryDirectory(prefix="portability_") as workdir:
         folder = Path(workdir)
-        kinds: dict[str, list[str]] = {}
+        kinds: dict[tuple[str, str], list[str]] = {}
         learned: dict[str, bool] = {}
         for k, (kind, setting) in enumerate(settings.items()):
             for t, tile in enumerate(tiles):
@@ -116,19 +121,25 @@ def main(argv: Sequence[str] | None = None) -> None:
                 (folder / f"{name}.tec").write_bytes(data)
                 learned[name] = bitstream.unpack(data).header.quality > 0
                 kinds.setdefault(kind, []).append(name)
+        for model in args.models:  # decode speed here, on the first quality's chunks
+            chunks = [(folder / f"{n}.tec").read_bytes() for n in kinds[(model, f"quality {args.qualities[0]:g}")]]
+            seconds = timing.median_seconds(lambda: [engine.decode(chunk) for chunk in chunks], 3)
+            speed_rows.append([model, f"quality {args.qualities[0]:g}", f"{1e3 * seconds / len(chunks):.0f}"])
         native = decode_with(folder, None)
         if any(v != "decoded" for v in native.values()):
             raise AssertionError("a chunk coded here does not decode here")
         for isa in args.isas:
             outcome = decode_with(folder, isa)
-            rows += [comparison_row(kind, sum(learned[n] for n in names), isa, names, folder, outcome)
-                     for kind, names in kinds.items()]
+            rows += [comparison_row(f"{model}, {kind}", sum(learned[n] for n in names), isa, names, folder, outcome)
+                     for (model, kind), names in kinds.items()]
     text = reporting.report(
-        "Decoding on another CPU", "benchmarks/portability.py", argv, 1, args.model,
+        "Decoding on another CPU", "benchmarks/portability.py", argv, 1, args.models[0],
         [f"Data: {len(tiles)} tiles of {args.tile} x {args.tile} pixels: {', '.join(t.name for t in tiles)}. Coded "
          "and decoded here; then decoded again in fresh processes with oneDNN held to older instruction sets "
          "(`ONEDNN_MAX_CPU_ISA`, and `ATEN_CPU_CAPABILITY=default`) and compared value by value.",
-         reporting.markdown_table(HEADERS, rows, 1)],
+         reporting.markdown_table(HEADERS, rows, 1),
+         "Decode time here (one tile per chunk, median of 3 passes over the chunks):\n\n"
+         + reporting.markdown_table(SPEED_HEADERS, speed_rows, 2)],
         args.note)
     reporting.publish(text, args.out, "portability.md")
 

@@ -115,6 +115,7 @@ class GainHyperprior(nn.Module):
         scales, means = self.h_s(z_hat).chunk(2, 1)
         return scales, means
 
+
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training pass with noise quantisation; returns the reconstruction and likelihoods."""
         gain, inverse_gain = self.gains(quality)
@@ -131,6 +132,32 @@ class GainHyperprior(nn.Module):
     def update(self, force: bool = True) -> None:
         """Build the hyper-latent's integer CDF tables (on CPU, after training or loading)."""
         self.entropy_bottleneck.update(force=force)
+
+
+class PortableHyperSynthesis(nn.Module):
+    """The hyper-synthesis evaluated so that every CPU gets the same bits (what the ``-portable``
+    model names decode with).
+
+    Each layer runs in float64 on float32 values (the products of two float32 numbers are exact in
+    float64) and its output is rounded to float32. The convolution kernels of another instruction
+    set or BLAS sum in another order, but in float64 that moves a sum by about 1e-16 relative, far
+    below float32's rounding step, so the rounded outputs agree except for sums that fall within that
+    distance of a rounding boundary. ``benchmarks/portability.py`` measures it: with the float32
+    layers some tiles get other scale-table entries under another instruction set (the chunk is
+    refused), with these none did. The price is the float64 arithmetic: that report's decode time per
+    tile. The synthesis stays float32, so a decoded value may still differ by a DN on another CPU.
+    """
+
+    def __init__(self, h_s: nn.Sequential) -> None:
+        super().__init__()
+        self.layers = copy.deepcopy(h_s).cpu().to(torch.float64, memory_format=torch.contiguous_format)
+
+    def forward(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = z_hat.to(torch.float64)
+        for layer in self.layers:
+            x = layer(x).to(torch.float32).to(torch.float64)
+        scales, means = x.to(torch.float32).chunk(2, 1)
+        return scales, means
 
 
 class GainHyperpriorCoder:
@@ -151,7 +178,8 @@ class GainHyperpriorCoder:
     temporal = False
     latent_scale_table = True
 
-    def __init__(self, network: GainHyperprior, identity: ModelIdentity, lambdas: tuple[float, ...]) -> None:
+    def __init__(self, network: GainHyperprior, identity: ModelIdentity, lambdas: tuple[float, ...], *,
+                 portable: bool = False) -> None:
         if len(lambdas) != network.levels:
             raise ValueError(f"{len(lambdas)} lambdas for a network with {network.levels} quality levels")
         self.network = network
@@ -161,6 +189,9 @@ class GainHyperpriorCoder:
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
         network.to_channels_last()
         self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
+        #: the entropy parameters' function: the network's float32 layers, or the same weights evaluated
+        #: to be reproducible on any CPU (:class:`PortableHyperSynthesis`)
+        self._hyper_parameters = PortableHyperSynthesis(network.h_s) if portable else self._canonical.hyper_parameters
 
     def streams(self, quality: float) -> int:
         """Streams per tile: the latent and the hyper-latent."""
@@ -177,7 +208,7 @@ class GainHyperpriorCoder:
     def _latent_parameters(self, z_symbols: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols."""
         z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
-        scales, means = self._canonical.hyper_parameters(z_hat)
+        scales, means = self._hyper_parameters(z_hat)
         return scales[0], means[0]
 
     def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:

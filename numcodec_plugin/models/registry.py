@@ -11,6 +11,9 @@ Names:
 * ``"tec-s2-temporal-v1"`` (:data:`DEFAULT_TEMPORAL_MODEL`): the bundled temporal mode, the bundled
   image model predicting each frame's latent from the previous one
   (:mod:`numcodec_plugin.models.temporal_gain_hyperprior`); same weights and qualities.
+* ``"tec-s2-gain-v1-portable"``: the bundled model with entropy parameters that any CPU reproduces
+  (:class:`~numcodec_plugin.models.gain_hyperprior.PortableHyperSynthesis`): its chunks decode on
+  CPUs with other instruction sets, at the cost of a slower hyper-synthesis; same weights and qualities.
 * ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"`` / ``"test-fixed-seed-temporal"``: tiny randomly
   initialised models built from a fixed seed, **for tests only** (they compress poorly).
 """
@@ -40,6 +43,9 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
 #: temporal modes of bundled image models: name -> the image model whose weights they use
 TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: DEFAULT_MODEL, "test-fixed-seed-temporal": "test-fixed-seed"}
+#: bundled image models whose entropy parameters any CPU reproduces: name -> the model whose weights
+#: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableHyperSynthesis`)
+PORTABLE_MODES = {f"{DEFAULT_MODEL}-portable": DEFAULT_MODEL, "test-fixed-seed-portable": "test-fixed-seed"}
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -57,7 +63,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def available_models() -> list[str]:
     bundled = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
-    return bundled + [DEFAULT_TEMPORAL_MODEL] + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
+    return bundled + [DEFAULT_TEMPORAL_MODEL, f"{DEFAULT_MODEL}-portable"] + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
 
 
 def _bundled_path(name: str) -> Path:
@@ -97,8 +103,9 @@ def image_counterpart(model: str) -> str | None:
 
 
 def _weights_name(name: str) -> str:
-    """The bundled or test model whose weights ``name`` uses (itself, or an image model for a temporal mode)."""
-    return TEMPORAL_MODES.get(name, name)
+    """The bundled or test model whose weights ``name`` uses (itself, or the image model of a temporal or
+    portable mode)."""
+    return TEMPORAL_MODES.get(name) or PORTABLE_MODES.get(name, name)
 
 
 def _read_weights_file(name: str) -> dict:
@@ -186,7 +193,9 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
         network.eval()
         identity = ModelIdentity.of(name, band_set, mean, std, network)
         network.update(force=True)
-        return (TemporalGainHyperpriorCoder if name in TEMPORAL_MODES else GainHyperpriorCoder)(network, identity, lambdas)
+        if name in TEMPORAL_MODES:
+            return TemporalGainHyperpriorCoder(network, identity, lambdas)
+        return GainHyperpriorCoder(network, identity, lambdas, portable=name in PORTABLE_MODES)
 
 
 def check_quality(name: str | None, quality: float) -> None:
