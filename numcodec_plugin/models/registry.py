@@ -45,7 +45,7 @@ TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test
 TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: DEFAULT_MODEL, "test-fixed-seed-temporal": "test-fixed-seed"}
 #: bundled image models whose entropy parameters any CPU reproduces: name -> the model whose weights
 #: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableHyperSynthesis`)
-PORTABLE_MODES = {f"{DEFAULT_MODEL}-portable": DEFAULT_MODEL, "test-fixed-seed-portable": "test-fixed-seed"}
+PORTABLE_MODES = {f"{DEFAULT_MODEL}-portable": DEFAULT_MODEL}
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -63,7 +63,7 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def available_models() -> list[str]:
     bundled = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
-    return bundled + [DEFAULT_TEMPORAL_MODEL, f"{DEFAULT_MODEL}-portable"] + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
+    return bundled + [DEFAULT_TEMPORAL_MODEL] + sorted(PORTABLE_MODES) + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
 
 
 def _bundled_path(name: str) -> Path:
