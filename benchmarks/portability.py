@@ -12,6 +12,10 @@ every decoded value with this machine's decode. Per setting and target it report
   checksum catches it, and error-bounded chunks also check a CRC of the learned reconstruction);
 * the largest absolute difference (DN) from this machine's decode and the share of values that differ.
 
+``--models`` compares the bundled model with its ``-portable`` mode (the entropy parameters in
+float64, :class:`~numcodec_plugin.models.gain_hyperprior.PortableHyperSynthesis`), and the report
+gives each model's decode time per tile on this machine.
+
 Example::
 
     python benchmarks/portability.py --max-tiles 2 --out docs/benchmarks
@@ -40,8 +44,8 @@ from numcodec_plugin import DEFAULT_MODEL, bitstream, engine  # noqa: E402
 #: the oneDNN instruction sets decoded with (torch's own kernels are held to their portable build too)
 DEFAULT_ISAS = ("AVX", "SSE41")
 SPEED_HEADERS = ("Model", "Chunks", "decode ms per tile")
-HEADERS = ("Chunks", "with a learned layer", "Decoded with", "decoded", "refused (EntropyModelMismatchError)", "max abs difference (DN)",
-           "values that differ")
+HEADERS = ("Chunks", "with a learned layer", "Decoded with", "decoded", "refused (EntropyModelMismatchError)",
+           "max abs difference (DN)", "values that differ")
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -87,6 +91,7 @@ def decode_with(folder: Path, isa: str | None) -> dict[str, str]:
 
 
 def comparison_row(kind: str, learned: int, isa: str, names: list[str], folder: Path, outcome: dict[str, str]) -> list[object]:
+    """One table row: how the chunks ``names`` (``learned`` of them with a learned layer) fared under ``isa``."""
     decoded = [n for n in names if outcome[n] == "decoded"]
     differences = [np.abs(np.load(folder / f"{n}.{isa}.npy").astype(np.float64) - np.load(folder / f"{n}.native.npy"))
                    for n in decoded]

@@ -174,6 +174,7 @@ class _QuantisedGrid:
     field_grid: np.ndarray  # (bands, rows, columns) DN: the grid the decoder will get
 
     def estimated_bytes(self) -> float:
+        """The bytes this correction would add to its tile (symbols estimated, the rest counted)."""
         return laplace_bits(self.residuals, self.scale_index) / 8 + _STREAM_BYTES + len(self.scale_index) + _FIXED_BYTES
 
     def coded(self) -> LowpassCorrection:

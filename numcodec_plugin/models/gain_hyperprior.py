@@ -115,7 +115,6 @@ class GainHyperprior(nn.Module):
         scales, means = self.h_s(z_hat).chunk(2, 1)
         return scales, means
 
-
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
         """Training pass with noise quantisation; returns the reconstruction and likelihoods."""
         gain, inverse_gain = self.gains(quality)

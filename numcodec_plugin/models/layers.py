@@ -19,7 +19,8 @@ class InferenceGDN(GDN):
     On a 64 x 128 x 128 activation the layer is memory-bound: each out-of-place element-wise step
     allocates and writes another 4 MB tensor, while in place the normalisation reuses the
     convolution's output. Every step is one IEEE operation per element either way, so the output is
-    bit for bit CompressAI's (``tests/test_bundled_model.py``): chunks decode exactly as before.
+    bit for bit CompressAI's (``tests/test_layers.py``), and chunks decode exactly as before
+    (``tests/test_release_chunks.py``).
     Training (grad enabled) runs CompressAI's forward, whose intermediates autograd keeps.
     """
 
