@@ -12,8 +12,8 @@ every decoded value with this machine's decode. Per setting and target it report
   checksum catches it, and error-bounded chunks also check a CRC of the learned reconstruction);
 * the largest absolute difference (DN) from this machine's decode and the share of values that differ.
 
-``--models`` compares the bundled model with its ``-portable`` mode (the entropy parameters in
-float64, :class:`~numcodec_plugin.models.gain_hyperprior.PortableHyperSynthesis`), and the report
+``--models`` compares the bundled model with its ``-portable`` mode (the decoder in rounded
+float64, :class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`), and the report
 gives each model's decode time per tile on this machine.
 
 Example::

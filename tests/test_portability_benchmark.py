@@ -1,4 +1,4 @@
-"""The portability benchmark runs end to end: chunks of the portable mode decode under SSE4.1."""
+"""The portability benchmark runs end to end: chunks of the portable mode decode identically under SSE4.1."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ def test_small_run_decodes_portable_chunks_on_another_instruction_set(s2_series:
     assert [row[0] for row in rows] == ["tec-s2-gain-v1-portable, quality 3",
                                         "tec-s2-gain-v1-portable, max_error 10 DN, quality chosen by the codec",
                                         "tec-s2-gain-v1-portable, max_error 10 DN at quality 5"]
-    lossy = rows[0]
-    assert lossy[1] == "1" and lossy[3] == "1 / 1" and lossy[4] == "0" and float(lossy[5]) <= 1
-    assert rows[2][1] == "1"  # the bounded chunk at quality 5 carries a learned layer
+    assert all(row[3] == "1 / 1" and row[4] == "0" and row[5] == "0" for row in (rows[0], rows[2])), rows
+    assert rows[0][1] == rows[2][1] == "1"  # both carry a learned layer: the network's bits are the same there
     assert table_rows((tmp_path / "portability.md").read_text(), "Model")[0][0] == "tec-s2-gain-v1-portable"

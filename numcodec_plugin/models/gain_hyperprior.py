@@ -133,30 +133,51 @@ class GainHyperprior(nn.Module):
         self.entropy_bottleneck.update(force=force)
 
 
-class PortableHyperSynthesis(nn.Module):
-    """The hyper-synthesis evaluated so that every CPU gets the same bits (what the ``-portable``
-    model names decode with).
+class RoundedFloat64(nn.Module):
+    """Float64 ``layers`` evaluated so that every CPU gets the same bits: each layer on float32
+    values (the products of two float32 numbers are exact in float64), its output rounded to float32.
 
-    Each layer runs in float64 on float32 values (the products of two float32 numbers are exact in
-    float64) and its output is rounded to float32. The convolution kernels of another instruction
-    set or BLAS sum in another order, but in float64 that moves a sum by about 1e-16 relative, far
-    below float32's rounding step, so the rounded outputs agree except for sums that fall within that
-    distance of a rounding boundary. ``benchmarks/portability.py`` measures it: with the float32
-    layers some tiles get other scale-table entries under another instruction set (the chunk is
-    refused), with these none did. The price is the float64 arithmetic: that report's decode time per
-    tile. The synthesis stays float32, so a decoded value may still differ by a DN on another CPU.
+    The convolution kernels of another instruction set or BLAS sum in another order, but in float64
+    that moves a sum by about 1e-16 relative, far below float32's rounding step, so the rounded
+    outputs agree except for sums that fall within that distance of a rounding boundary.
     """
 
-    def __init__(self, h_s: nn.Sequential) -> None:
+    def __init__(self, layers: nn.Sequential) -> None:
         super().__init__()
-        self.layers = copy.deepcopy(h_s).cpu().to(torch.float64, memory_format=torch.contiguous_format)
+        self.layers = layers
 
-    def forward(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = z_hat.to(torch.float64)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float64)
         for layer in self.layers:
             x = layer(x).to(torch.float32).to(torch.float64)
-        scales, means = x.to(torch.float32).chunk(2, 1)
+        return x.to(torch.float32)
+
+
+class PortableDecoder:
+    """What encoder and decoder must compute alike (the entropy parameters and the reconstruction),
+    evaluated to be reproducible on any CPU: what the ``-portable`` model names decode with.
+
+    The transforms run as :class:`RoundedFloat64`; the inverse gain (an ``exp``) and the spectral
+    rotation (a sum over bands) run in float64 too and are rounded to float32.
+    ``benchmarks/portability.py`` measures it: with the float32 path, some tiles decode under another
+    instruction set to other scale-table entries (the chunk is refused) and other values, with this
+    one none did. The price is the float64 arithmetic: that report's decode time per tile.
+    """
+
+    def __init__(self, network: GainHyperprior) -> None:
+        self.network = copy.deepcopy(network).cpu().to(torch.float64, memory_format=torch.contiguous_format)
+        self.hyper_synthesis = RoundedFloat64(self.network.h_s)
+        self.synthesis_transform = RoundedFloat64(self.network.g_s)
+
+    def hyper_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scales, means = self.hyper_synthesis(z_hat).chunk(2, 1)
         return scales, means
+
+    def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
+        """The (1, C, H, W) reconstruction of one tile's (1, M, h, w) latent at ``quality`` (1-based)."""
+        _, inverse_gain = self.network.gains(torch.tensor([quality - 1.0], dtype=torch.float64))
+        x = self.synthesis_transform(y_hat * inverse_gain.to(torch.float32))
+        return self.network.unrotate(x.to(torch.float64)).to(torch.float32)
 
 
 class GainHyperpriorCoder:
@@ -188,9 +209,8 @@ class GainHyperpriorCoder:
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
         network.to_channels_last()
         self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
-        #: the entropy parameters' function: the network's float32 layers, or the same weights evaluated
-        #: to be reproducible on any CPU (:class:`PortableHyperSynthesis`)
-        self._hyper_parameters = PortableHyperSynthesis(network.h_s) if portable else self._canonical.hyper_parameters
+        #: with ``portable``, what the decoder computes is evaluated to be reproducible on any CPU
+        self._portable = PortableDecoder(network) if portable else None
 
     def streams(self, quality: float) -> int:
         """Streams per tile: the latent and the hyper-latent."""
@@ -207,7 +227,7 @@ class GainHyperpriorCoder:
     def _latent_parameters(self, z_symbols: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols."""
         z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
-        scales, means = self._hyper_parameters(z_hat)
+        scales, means = (self._portable or self._canonical).hyper_parameters(z_hat)
         return scales[0], means[0]
 
     def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:
@@ -247,6 +267,8 @@ class GainHyperpriorCoder:
 
     def _synthesise(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         """The decoder's reconstruction of one tile (canonical path), from its decoded latent."""
+        if self._portable is not None:
+            return self._portable.synthesis(y_hat[None], quality)
         _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
         return self._canonical.synthesis(y_hat[None], inverse_gain)
 

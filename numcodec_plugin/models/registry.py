@@ -11,9 +11,9 @@ Names:
 * ``"tec-s2-temporal-v1"`` (:data:`DEFAULT_TEMPORAL_MODEL`): the bundled temporal mode, the bundled
   image model predicting each frame's latent from the previous one
   (:mod:`numcodec_plugin.models.temporal_gain_hyperprior`); same weights and qualities.
-* ``"tec-s2-gain-v1-portable"``: the bundled model with entropy parameters that any CPU reproduces
-  (:class:`~numcodec_plugin.models.gain_hyperprior.PortableHyperSynthesis`): its chunks decode on
-  CPUs with other instruction sets, at the cost of a slower hyper-synthesis; same weights and qualities.
+* ``"tec-s2-gain-v1-portable"``: the bundled model evaluated so that any CPU reproduces its decoder
+  (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`): its chunks decode to the same
+  values on CPUs with other instruction sets, at the cost of float64 arithmetic; same weights and qualities.
 * ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"`` / ``"test-fixed-seed-temporal"``: tiny randomly
   initialised models built from a fixed seed, **for tests only** (they compress poorly).
 """
@@ -43,8 +43,8 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
 #: temporal modes of bundled image models: name -> the image model whose weights they use
 TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: DEFAULT_MODEL, "test-fixed-seed-temporal": "test-fixed-seed"}
-#: bundled image models whose entropy parameters any CPU reproduces: name -> the model whose weights
-#: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableHyperSynthesis`)
+#: bundled image models whose decoder any CPU reproduces: name -> the model whose weights
+#: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`)
 PORTABLE_MODES = {f"{DEFAULT_MODEL}-portable": DEFAULT_MODEL}
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
