@@ -226,13 +226,13 @@ def _interpolation_block_sums(cells: int, block: int) -> np.ndarray:
     return matrix
 
 
-def _interpolated_block_means(grid: np.ndarray, block: int, weight: np.ndarray, full: bool) -> np.ndarray:
-    """Block means, over the pixels that count, of the bilinear field of a (bands, r, c) ``grid``.
+def _interpolated_block_means(grid: np.ndarray, block: int, weight: np.ndarray) -> np.ndarray:
+    """Block means, over the pixels that count (``weight`` 1), of the bilinear field of a (bands, r, c) ``grid``.
 
     With every pixel counting the interpolation is separable, so the means are two small matrix
     products instead of a full-resolution field (encoder-only, like the whole fit).
     """
-    if full:
+    if weight.all():
         rows = _interpolation_block_sums(grid.shape[-2], block)
         columns = _interpolation_block_sums(grid.shape[-1], block)
         return rows @ grid @ columns.T / (block * block)
@@ -258,9 +258,8 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     if not blocks or not valid.any():
         return None
     weight = valid.astype(np.float64)
-    full = bool(valid.all())
     finest = blocks[-1]
-    sums, counts = _block_sums(error if full else error * weight, finest), _block_sums(weight, finest)
+    sums, counts = _block_sums(error if valid.all() else error * weight, finest), _block_sums(weight, finest)
     rows, columns = np.arange(0, height, SAMPLE_STRIDE), np.arange(0, width, SAMPLE_STRIDE)
     sample = error[:, rows][:, :, columns]
     sample_weight = weight[rows][:, columns]
@@ -289,5 +288,5 @@ def fit(error: np.ndarray, valid: np.ndarray, lam: float) -> LowpassCorrection |
     # Block means, interpolated, blur the field; one correction step towards the least-squares grid
     # (adding back what the interpolation loses of each block's mean) recovers part of that.
     block = best.block
-    refined, refined_cost = candidate(2 * best_means - _interpolated_block_means(best_means, block, weight, full), block)
+    refined, refined_cost = candidate(2 * best_means - _interpolated_block_means(best_means, block, weight), block)
     return (refined if refined_cost < best_cost else best).coded()

@@ -126,9 +126,12 @@ def test_separable_block_means_of_the_field_match_the_full_field(block: int) -> 
     """The fit's refinement takes the interpolated field's block means as two small matrix products
     where every pixel counts; they are the means of the full-resolution field."""
     grid = np.random.default_rng(block).normal(0, 300, (12, 256 // block, 256 // block))
-    everywhere = np.ones((256, 256))
-    separable = lowpass._interpolated_block_means(grid, block, everywhere, full=True)
-    np.testing.assert_allclose(separable, lowpass._interpolated_block_means(grid, block, everywhere, full=False),
-                               rtol=0, atol=1e-9)
-    np.testing.assert_allclose(separable, lowpass.upsample(grid, block).reshape(12, 256 // block, block, 256 // block, block)
-                               .mean(axis=(2, 4)), rtol=0, atol=1e-9)
+    separable = lowpass._interpolated_block_means(grid, block, np.ones((256, 256)))
+    full_field = lowpass.upsample(grid, block).reshape(12, 256 // block, block, 256 // block, block).mean(axis=(2, 4))
+    np.testing.assert_allclose(separable, full_field, rtol=0, atol=1e-9)
+    # With a pixel left out, the weighted full-resolution path: the same means wherever the pixel is not.
+    weight = np.ones((256, 256))
+    weight[255, 255] = 0
+    partial = lowpass._interpolated_block_means(grid, block, weight)
+    np.testing.assert_allclose(partial[:, :-1, :-1], full_field[:, :-1, :-1], rtol=0, atol=1e-9)
+    assert not np.allclose(partial[:, -1, -1], full_field[:, -1, -1], rtol=0, atol=1e-9)

@@ -154,30 +154,34 @@ class RoundedFloat64(nn.Module):
 
 
 class PortableDecoder:
-    """What encoder and decoder must compute alike (the entropy parameters and the reconstruction),
-    evaluated to be reproducible on any CPU: what the ``-portable`` model names decode with.
+    """What encoder and decoder must compute alike (the entropy parameters, the inverse gain and the
+    reconstruction), evaluated to be reproducible on any CPU: what the ``-portable`` model names
+    decode with. It answers the same calls as :class:`GainHyperprior` (``hyper_parameters``,
+    ``gains``, ``synthesis``), so the coder uses either without telling them apart.
 
-    The transforms run as :class:`RoundedFloat64`; the inverse gain (an ``exp``) and the spectral
-    rotation (a sum over bands) run in float64 too and are rounded to float32.
-    ``benchmarks/portability.py`` measures it: with the float32 path, some tiles decode under another
-    instruction set to other scale-table entries (the chunk is refused) and other values, with this
-    one none did. The price is the float64 arithmetic: that report's decode time per tile.
+    The transforms run as :class:`RoundedFloat64`; the gains (an ``exp``) and the spectral rotation
+    (a sum over bands) run in float64 too and are rounded to float32. ``benchmarks/portability.py``
+    measures it: with the float32 path, some tiles decode under another instruction set to other
+    scale-table entries (the chunk is refused) and other values, with this one none did. The price
+    is the float64 arithmetic: that report's decode time per tile.
     """
 
     def __init__(self, network: GainHyperprior) -> None:
-        self.network = copy.deepcopy(network).cpu().to(torch.float64, memory_format=torch.contiguous_format)
-        self.hyper_synthesis = RoundedFloat64(self.network.h_s)
-        self.synthesis_transform = RoundedFloat64(self.network.g_s)
+        self._network = copy.deepcopy(network).cpu().to(torch.float64, memory_format=torch.contiguous_format)
+        self._hyper_synthesis = RoundedFloat64(self._network.h_s)
+        self._synthesis = RoundedFloat64(self._network.g_s)
 
     def hyper_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        scales, means = self.hyper_synthesis(z_hat).chunk(2, 1)
+        scales, means = self._hyper_synthesis(z_hat).chunk(2, 1)
         return scales, means
 
-    def synthesis(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
-        """The (1, C, H, W) reconstruction of one tile's (1, M, h, w) latent at ``quality`` (1-based)."""
-        _, inverse_gain = self.network.gains(torch.tensor([quality - 1.0], dtype=torch.float64))
-        x = self.synthesis_transform(y_hat * inverse_gain.to(torch.float32))
-        return self.network.unrotate(x.to(torch.float64)).to(torch.float32)
+    def gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        gain, inverse_gain = self._network.gains(quality.to(torch.float64))
+        return gain.to(torch.float32), inverse_gain.to(torch.float32)
+
+    def synthesis(self, y_hat: torch.Tensor, inverse_gain: torch.Tensor) -> torch.Tensor:
+        x = self._synthesis(y_hat * inverse_gain)
+        return self._network.unrotate(x.to(torch.float64)).to(torch.float32)
 
 
 class GainHyperpriorCoder:
@@ -209,8 +213,9 @@ class GainHyperpriorCoder:
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
         network.to_channels_last()
         self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
-        #: with ``portable``, what the decoder computes is evaluated to be reproducible on any CPU
-        self._portable = PortableDecoder(network) if portable else None
+        #: what computes the entropy parameters and the reconstruction: the CPU copy of the network, or
+        #: with ``portable`` the same weights evaluated to be reproducible on any CPU
+        self._decoder = PortableDecoder(network) if portable else self._canonical
 
     def streams(self, quality: float) -> int:
         """Streams per tile: the latent and the hyper-latent."""
@@ -221,13 +226,14 @@ class GainHyperpriorCoder:
         log_lambdas = np.log(np.asarray(self.lambdas, dtype=np.float64))
         return float(np.exp(np.interp(quality - 1.0, np.arange(len(log_lambdas)), log_lambdas)))
 
-    def _gains(self, batch: int, quality: float, network: GainHyperprior, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _gains(self, batch: int, quality: float, network: GainHyperprior | PortableDecoder,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return network.gains(torch.full((batch,), quality - 1.0, device=device))
 
     def _latent_parameters(self, z_symbols: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols."""
         z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
-        scales, means = (self._portable or self._canonical).hyper_parameters(z_hat)
+        scales, means = self._decoder.hyper_parameters(z_hat)
         return scales[0], means[0]
 
     def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:
@@ -267,10 +273,8 @@ class GainHyperpriorCoder:
 
     def _synthesise(self, y_hat: torch.Tensor, quality: float) -> torch.Tensor:
         """The decoder's reconstruction of one tile (canonical path), from its decoded latent."""
-        if self._portable is not None:
-            return self._portable.synthesis(y_hat[None], quality)
-        _, inverse_gain = self._gains(1, quality, self._canonical, torch.device("cpu"))
-        return self._canonical.synthesis(y_hat[None], inverse_gain)
+        _, inverse_gain = self._gains(1, quality, self._decoder, torch.device("cpu"))
+        return self._decoder.synthesis(y_hat[None], inverse_gain)
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
         y, z_symbols = self._analyse_tiles(x, quality)
