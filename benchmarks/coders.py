@@ -201,16 +201,19 @@ class TerraCodec:
     """TerraCodec via ``numcodecs.get_codec`` (threads: see :func:`limit_threads`).
 
     ``quality`` None is the codec's default, or, under a ``max_error`` bound (DN), the quality the
-    codec picks per chunk.
+    codec picks per chunk. ``refinement_steps`` > 0 is a family of its own (the same decoder, another
+    encoder).
     """
 
     quality: float | None = None
     model: str | None = None
     max_error: float | None = None
+    refinement_steps: int = 0
 
     @property
     def family(self) -> str:
-        return f"TerraCodec ({self.model or DEFAULT_MODEL})"
+        refined = f", {self.refinement_steps} refinement steps" if self.refinement_steps else ""
+        return f"TerraCodec ({self.model or DEFAULT_MODEL}{refined})"
 
     @property
     def setting(self) -> str:
@@ -222,7 +225,7 @@ class TerraCodec:
     def config(self) -> dict[str, Any]:
         """The numcodecs configuration."""
         config: dict[str, Any] = {"id": "terracodec"}
-        for name in ("quality", "model", "max_error"):
+        for name in ("quality", "model", "max_error", "refinement_steps"):
             if getattr(self, name) is not None:
                 config[name] = getattr(self, name)
         return config

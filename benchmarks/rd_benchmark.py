@@ -60,6 +60,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", help="TerraCodec model (default: the bundled model)")
     parser.add_argument("--qualities", type=float, nargs="+",
                         help=f"TerraCodec qualities (default: {DEFAULT_QUALITY_POINTS} across the model's range)")
+    parser.add_argument("--refinement-steps", type=int, nargs="+", default=[],
+                        help="also TerraCodec with this many latent-refinement steps per tile (one curve per value)")
     parser.add_argument("--threads", type=int, default=2, help="threads per codec (default: %(default)s)")
     parser.add_argument("--speed-repeats", type=int, default=3, help="timed repeats per codec (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="folder to write rd.md and rd.png to")
@@ -77,21 +79,23 @@ def load_tiles(args: argparse.Namespace) -> list[sentinel2.Image]:
 
 
 def build_sweeps(args: argparse.Namespace) -> dict[str, list[Coder]]:
-    """Every codec's settings, by codec name; TerraCodec last."""
+    """Every codec's settings, by codec name; TerraCodec last (without, then with each refinement)."""
     qualities = args.qualities or coders.quality_sweep(args.model, DEFAULT_QUALITY_POINTS)
     sweeps: list[list[Coder]] = [
         [Jpeg2000(level, args.threads) for level in args.jpeg2k_levels],
         [KltJpeg2000(level, args.threads) for level in args.jpeg2k_levels],
         [JpegXl(distance, args.threads) for distance in args.jpegxl_distances],
-        [TerraCodec(quality, args.model) for quality in qualities],
-    ]
+    ] + [[TerraCodec(quality, args.model, refinement_steps=steps) for quality in qualities]
+         for steps in [0, *args.refinement_steps]]
     return {sweep[0].family: sweep for sweep in sweeps}
 
 
-def bd_pairs(ours: str) -> list[tuple[str, str]]:
-    """(test, anchor) codec names of the reported BD-rates."""
-    return [(ours, Jpeg2000.family), (KltJpeg2000.family, Jpeg2000.family), (ours, KltJpeg2000.family),
-            (ours, JpegXl.family)]
+def bd_pairs(ours: Sequence[str]) -> list[tuple[str, str]]:
+    """(test, anchor) codec names of the reported BD-rates; ``ours``: TerraCodec's curves, unrefined first."""
+    pairs = [(KltJpeg2000.family, Jpeg2000.family)]
+    for family in ours:
+        pairs += [(family, Jpeg2000.family), (family, KltJpeg2000.family), (family, JpegXl.family)]
+    return pairs + [(family, ours[0]) for family in ours[1:]]
 
 
 def rate_point(coder: Coder, tiles: Sequence[sentinel2.Image]) -> metrics.RatePoint:
@@ -120,7 +124,7 @@ def rd_table(points: dict[str, list[metrics.RatePoint]]) -> str:
     return reporting.markdown_table(RD_HEADERS, rows, text_columns=2)
 
 
-def bd_table(points: dict[str, list[metrics.RatePoint]], ours: str) -> str:
+def bd_table(points: dict[str, list[metrics.RatePoint]], ours: Sequence[str]) -> str:
     rows = []
     for test, anchor in bd_pairs(ours):
         bd = metrics.bd_rate(points[test], points[anchor])
@@ -167,7 +171,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     coders.limit_threads(args.threads)
     tiles = load_tiles(args)
     sweeps = build_sweeps(args)
-    ours = list(sweeps)[-1]
+    ours = [family for family, sweep in sweeps.items() if isinstance(sweep[0], TerraCodec)]
     points = run_sweeps(sweeps, tiles)
     print(f"timing each codec on {tiles[0].name}", file=sys.stderr, flush=True)
     sections = [

@@ -30,7 +30,7 @@ import torch
 from numcodec_plugin import bitstream, lowpass, runtime
 from numcodec_plugin.errors import BitstreamError, ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
-from numcodec_plugin.models.registry import check_quality, default_quality, load_model, quality_range
+from numcodec_plugin.models.registry import check_quality, check_refinement, default_quality, load_model, quality_range
 from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
 from numcodec_plugin.scoped_determinism import deterministic_torch
 from numcodec_plugin.tile_pool import map_tiles
@@ -50,6 +50,9 @@ class EncodeSettings:
     dn_scale: float = DEFAULT_DN_SCALE
     #: per-pixel bound in DN (one value or one per band); None = no bound, 0 = lossless
     max_error: float | tuple[float, ...] | None = None
+    #: gradient steps that refine each tile's latents before coding (encoder only; see
+    #: :mod:`numcodec_plugin.models.latent_refinement`); 0 codes the analysis transform's latents
+    refinement_steps: int = 0
 
 
 def default_nodata(dtype: np.dtype) -> float:
@@ -147,6 +150,7 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
         return [min(options, key=len) for options in zip(*trials)]
     quality = settings.quality if settings.quality is not None else default_quality(settings.model)
     check_quality(settings.model, quality)
+    check_refinement(settings.model, settings.refinement_steps)
     coder = load_model(settings.model, quality, device)
     prepared = [_prepare(np.asarray(array), settings, coder) for array in arrays]
     coded: list[list[CodedTile]] = [[] for _ in prepared]
@@ -157,7 +161,7 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
         groups.setdefault((p.tile_shape, span), []).append(index)
     for (_, span), members in groups.items():
         units = np.concatenate([prepared[i].tiles[orders[i][0]] for i in members])
-        tiles, decoded = _compress_units(coder, units, span, quality, batch_size)
+        tiles, decoded = _compress_units(coder, units, span, quality, batch_size, settings.refinement_steps)
         offset = 0
         for i in members:
             order, _ = orders[i]
@@ -262,10 +266,11 @@ def _unit_order(shape: tuple[int, ...], tile_shape: tuple[int, int], temporal: b
     return index.reshape(frames, positions).T.reshape(-1), frames
 
 
-def _compress_units(coder: AnyCoder, tiles: np.ndarray, span: int, quality: float,
-                    batch_size: int) -> tuple[list[CodedTile], np.ndarray]:
+def _compress_units(coder: AnyCoder, tiles: np.ndarray, span: int, quality: float, batch_size: int,
+                    refinement_steps: int) -> tuple[list[CodedTile], np.ndarray]:
     """Code tiles in unit order (``span`` tiles per unit), in batches of units; returns the coded tiles
-    and the decoder's (standardised) reconstruction, both in unit order.
+    and the decoder's (standardised) reconstruction, both in unit order. Image coders refine each
+    tile's latents by ``refinement_steps`` steps (temporal ones take none: :func:`check_refinement`).
 
     Batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`.
     """
@@ -277,7 +282,7 @@ def _compress_units(coder: AnyCoder, tiles: np.ndarray, span: int, quality: floa
             sequences, x_hat = coder.compress(x.unflatten(0, (stop - start, span)), quality)
             coded, x_hat = [tile for sequence in sequences for tile in sequence], x_hat.flatten(0, 1)
         else:
-            coded, x_hat = coder.compress(x, quality)
+            coded, x_hat = coder.compress(x, quality, refinement_steps)
         return coded, x_hat.float().cpu().numpy()
 
     pixels = span * tiles.shape[-2] * tiles.shape[-1]

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class TerraCodec(ArrayBytesCodec):
-    """Zarr v3 serializer; ``model``, ``quality``, ``dn_scale`` and ``max_error`` as in the numcodecs codec."""
+    """Zarr v3 serializer; ``model``, ``quality``, ``dn_scale``, ``max_error`` and ``refinement_steps`` as in
+    the numcodecs codec."""
 
     is_fixed_size = False
 
@@ -40,11 +41,12 @@ class TerraCodec(ArrayBytesCodec):
     quality: float | None
     dn_scale: float
     max_error: float | tuple[float, ...] | None
+    refinement_steps: int
 
     def __init__(self, *, model: str | None = None, quality: float | None = None, dn_scale: float = engine.DEFAULT_DN_SCALE,
-                 max_error: float | list[float] | None = None) -> None:
-        settings = normalise_settings(model, quality, None, dn_scale, max_error)
-        for name in ("model", "quality", "dn_scale", "max_error"):
+                 max_error: float | list[float] | None = None, refinement_steps: int = 0) -> None:
+        settings = normalise_settings(model, quality, None, dn_scale, max_error, refinement_steps)
+        for name in ("model", "quality", "dn_scale", "max_error", "refinement_steps"):
             object.__setattr__(self, name, getattr(settings, name))
 
     @classmethod
@@ -56,6 +58,8 @@ class TerraCodec(ArrayBytesCodec):
         configuration = {"model": self.model, "quality": self.quality, "dn_scale": self.dn_scale}
         if self.max_error is not None:
             configuration["max_error"] = list(self.max_error) if isinstance(self.max_error, tuple) else self.max_error
+        if self.refinement_steps:
+            configuration["refinement_steps"] = self.refinement_steps
         return {"name": "terracodec", "configuration": configuration}
 
     def validate(self, *, shape: tuple[int, ...], dtype: "ZDType", chunk_grid: "ChunkGrid") -> None:
@@ -72,7 +76,7 @@ class TerraCodec(ArrayBytesCodec):
     def _settings(self, spec: "ArraySpec") -> engine.EncodeSettings:
         fill = spec.fill_value
         nodata = float(fill) if fill is not None else None
-        return engine.EncodeSettings(self.model, self.quality, nodata, self.dn_scale, self.max_error)
+        return engine.EncodeSettings(self.model, self.quality, nodata, self.dn_scale, self.max_error, self.refinement_steps)
 
     async def encode(self, chunks_and_specs: Iterable[tuple["NDBuffer | None", "ArraySpec"]]) -> list["Buffer | None"]:
         items = list(chunks_and_specs)

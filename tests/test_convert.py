@@ -134,6 +134,19 @@ def test_zarr_store_with_other_names_to_an_fsspec_destination(series: np.ndarray
     assert summary.stored_bytes > 0 and ds.attrs["terracodec"]["sources"][0]["source"]["type"] == "zarr"
 
 
+@pytest.mark.filterwarnings("ignore:Consolidated metadata is currently not part:UserWarning")
+def test_refinement_steps_are_kept_in_the_record_and_reach_the_chunks(series: np.ndarray, tmp_path: Path) -> None:
+    source = tmp_path / "source.zarr"
+    xr.Dataset({"bands": (("time", "band", "y", "x"), series[:2])},
+               coords={"band": np.array(L2A_BANDS, dtype=object), "time": MAIN_TIMES[:2]}).to_zarr(source, zarr_format=3)
+    dest = tmp_path / "refined.zarr"
+    assert main(["convert", str(source), str(dest), "--model", TEST_MODEL, "--refinement-steps", "2", "--no-progress"]) == 0
+    ds = xr.open_zarr(dest)
+    assert ds.attrs["terracodec"]["layout"]["codec"]["refinement_steps"] == 2
+    refined = ds["reflectance"].values
+    assert refined.shape == series[:2].shape and not np.array_equal(refined, expected(series[:2]))
+
+
 MOMENTS = {
     "as the store appears": lambda dest, before: dest.exists(),
     "while creating the arrays": lambda dest, before: _record(dest).get("state") == "creating",
@@ -246,6 +259,7 @@ def _foreign_group(path: Path) -> None:
     ("other dates", {"datetime": "2023-01-01/2023-05-31"}, "holds an archive of 4 time step"),
     ("other grid", {"bbox": "half"}, "grid"),
     ("other codec", {"quality": 1.0}, "codec.quality"),
+    ("other refinement", {"refinement_steps": 2}, "codec.refinement_steps"),
     ("append to nothing", {"append": True, "dest": "fresh"}, "--append .* none"),
     ("foreign Zarr group", {"dest": "foreign"}, "not a terracodec archive"),
 ])

@@ -94,18 +94,19 @@ class DataArrayAccessor:
         return _in_model_order(self._obj, model)
 
     def roundtrip(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
-                  time_chunk: int = DEFAULT_TIME_CHUNK, dn_scale: float = engine.DEFAULT_DN_SCALE) -> xr.DataArray:
+                  time_chunk: int = DEFAULT_TIME_CHUNK, dn_scale: float = engine.DEFAULT_DN_SCALE,
+                  refinement_steps: int = 0) -> xr.DataArray:
         """Encode and decode in memory, chunk by chunk as a store written with :func:`xr_terracodec.encoding` would
-        (``time_chunk`` dates per chunk for a temporal model).
+        (``time_chunk`` dates per chunk for a temporal model; ``refinement_steps`` as there).
 
         Returns a DataArray like the input (same dims, coordinates, attributes, dtype) holding the
         values a Zarr v3 store of it would give back.
         """
-        return self._obj.copy(data=_code(self._obj, quality, model, chunk_size, time_chunk, dn_scale)[0])
+        return self._obj.copy(data=_code(self._obj, quality, model, chunk_size, time_chunk, dn_scale, refinement_steps)[0])
 
     def report(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
                time_chunk: int = DEFAULT_TIME_CHUNK, dn_scale: float = engine.DEFAULT_DN_SCALE,
-               show: bool = True) -> dict[str, float]:
+               refinement_steps: int = 0, show: bool = True) -> dict[str, float]:
         """Rate and distortion of :meth:`roundtrip`: printed (unless ``show=False``) and returned.
 
         Keys: ``bits_per_pixel_per_band`` (coded bits / values), ``compression_ratio`` (raw bytes /
@@ -113,7 +114,7 @@ class DataArrayAccessor:
         angle in degrees, over pixels whose bands are all valid and non-zero).
         """
         da = self._obj
-        decoded, nbytes, plan = _code(da, quality, model, chunk_size, time_chunk, dn_scale)
+        decoded, nbytes, plan = _code(da, quality, model, chunk_size, time_chunk, dn_scale, refinement_steps)
         values = np.moveaxis(np.asarray(da.values), da.get_axis_num(plan.band_dim), -1)
         decoded = np.moveaxis(decoded, da.get_axis_num(plan.band_dim), -1)
         scale = dn_scale if da.dtype.kind == "f" else 1.0
@@ -133,14 +134,14 @@ class DataArrayAccessor:
 
 
 def _code(da: xr.DataArray, quality: float | None, model: str | None, chunk_size: int | None, time_chunk: int,
-          dn_scale: float) -> tuple[np.ndarray, int, VariablePlan]:
+          dn_scale: float, refinement_steps: int) -> tuple[np.ndarray, int, VariablePlan]:
     """(decoded values, coded bytes, plan): each chunk padded with no-data to full size as Zarr does, coded, decoded.
 
     Chunks are those :func:`plan_variable` gives (several dates each for a temporal model).
     """
     layout = model_layout(model, quality)
     plan = plan_variable(da, layout, chunk_size, shard_size=None, time_chunk=time_chunk)
-    settings = normalise_settings(layout.name, quality, plan.nodata, dn_scale)
+    settings = normalise_settings(layout.name, quality, plan.nodata, dn_scale, refinement_steps=refinement_steps)
     values = np.asarray(da.values)
     decoded = np.empty_like(values)
     nbytes = 0

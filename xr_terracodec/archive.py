@@ -144,11 +144,13 @@ class Destination:
 def archive_encoding(cube: xr.Dataset, codec: Mapping[str, Any]) -> dict[Hashable, dict[str, Any]]:
     """``to_zarr`` encoding: TerraCodec for ``reflectance``, lossless Zstandard for masks, exact time.
 
-    ``codec``: the archive's codec settings (``model``, ``quality``, ``zarr_format``, ``max_error``).
+    ``codec``: the archive's codec settings (``model``, ``quality``, ``zarr_format``, ``max_error``,
+    ``refinement_steps``).
     """
     zarr_format = codec["zarr_format"]
     result = terracodec_encoding(cube, codec["quality"], codec["model"], zarr_format, variables=[REFLECTANCE],
-                                 max_error=codec.get("max_error"), time_chunk=codec.get("time_chunk", DEFAULT_TIME_CHUNK))
+                                 max_error=codec.get("max_error"), time_chunk=codec.get("time_chunk", DEFAULT_TIME_CHUNK),
+                                 refinement_steps=codec.get("refinement_steps", 0))
     coded = result[REFLECTANCE]
     for name in cube.data_vars:
         if name == REFLECTANCE:

@@ -74,6 +74,9 @@ def parser() -> argparse.ArgumentParser:
     content.add_argument("--time-chunk", type=int, metavar="N", help="dates per chunk with --temporal (default: the archive's, else 4)")
     content.add_argument("--max-error", type=float, nargs="+", metavar="E",
                          help="per-pixel bound in DN, one value or one per band; 0 = lossless (docs/guarantees.md)")
+    content.add_argument("--refinement-steps", type=int, metavar="N",
+                         help="refine each tile's latents by N gradient steps at encode: fewer bits, slower writes "
+                              "(image models; default: the archive's, else 0)")
     run = convert.add_argument_group("run")
     run.add_argument("--append", action="store_true", help="add the source's dates to an existing archive")
     run.add_argument("--dry-run", action="store_true", help="print the plan and write nothing")
@@ -111,7 +114,7 @@ def _convert(args: argparse.Namespace) -> None:
                variable=args.variable, model=args.model, quality=args.quality, zarr_format=args.zarr_format,
                append=args.append, storage_options=dict(args.storage_option) or None,
                max_error=None if args.max_error is None else (args.max_error[0] if len(args.max_error) == 1 else args.max_error),
-               temporal=args.temporal, time_chunk=args.time_chunk)
+               temporal=args.temporal, time_chunk=args.time_chunk, refinement_steps=args.refinement_steps)
     print(job.describe())
     if args.dry_run:
         print("dry run: nothing written")

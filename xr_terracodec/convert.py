@@ -124,7 +124,7 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
          max_items: int | None = None, sign: bool | None = None, masks: Sequence[str] = (), variable: str | None = None,
          model: str | None = None, quality: float | None = None, zarr_format: int | None = None, append: bool = False,
          storage_options: Mapping[str, Any] | None = None, max_error: float | Sequence[float] | None = None,
-         temporal: bool = False, time_chunk: int | None = None) -> Plan:
+         temporal: bool = False, time_chunk: int | None = None, refinement_steps: int | None = None) -> Plan:
     """Open ``source``, read ``dest`` and decide the work; writes nothing.
 
     Parameters
@@ -151,10 +151,13 @@ def plan(source: str | Path | Sequence[str | Path] | xr.Dataset, dest: str | Pat
         Code ``time_chunk`` dates per chunk jointly (default 4) with a temporal model (the bundled
         temporal mode unless ``model`` names one); default: the archive's. Such an archive is written
         a time chunk at a time, and dates are appended only where it ends on a chunk boundary.
+    refinement_steps:
+        Latent-refinement steps per tile at encode (image models; fewer bits, slower writes); default:
+        the archive's, else 0.
     """
     destination = Destination(str(dest), storage_options)
     existing = destination.read()
-    codec = _codec(existing, model, quality, zarr_format, max_error, temporal, time_chunk)
+    codec = _codec(existing, model, quality, zarr_format, max_error, temporal, time_chunk, refinement_steps)
     query = {"collection": collection, "bbox": tuple(bbox) if bbox is not None else None, "datetime": datetime,
              "max_cloud": max_cloud, "max_items": max_items}
     opened = open_source(source, model=codec["model"], query=query, masks=masks, variable=variable, sign=sign,
@@ -181,7 +184,8 @@ def _quality_text(codec: Mapping[str, Any]) -> str:
 
 
 def _codec(existing: Record | None, model: str | None, quality: float | None, zarr_format: int | None,
-           max_error: float | Sequence[float] | None, temporal: bool = False, time_chunk: int | None = None) -> dict[str, Any]:
+           max_error: float | Sequence[float] | None, temporal: bool = False, time_chunk: int | None = None,
+           refinement_steps: int | None = None) -> dict[str, Any]:
     """Codec settings: given ones, else the archive's, else defaults; with the model's weights digest."""
     stored = existing.layout["codec"] if existing is not None else {}
     model = model or stored.get("model")
@@ -194,12 +198,16 @@ def _codec(existing: Record | None, model: str | None, quality: float | None, za
     zarr_format = zarr_format or stored.get("zarr_format") or 3
     if zarr_format not in (2, 3):
         raise ConfigurationError(f"zarr_format must be 2 or 3, got {zarr_format!r}")
-    settings = normalise_settings(model, quality, None, DEFAULT_DN_SCALE, max_error)
+    if refinement_steps is None:
+        refinement_steps = stored.get("refinement_steps", 0)
+    settings = normalise_settings(model, quality, None, DEFAULT_DN_SCALE, max_error, refinement_steps)
     identity = load_model(settings.model, settings.quality, "cpu").identity
     codec = {"model": settings.model, "digest": identity.digest.hex(), "quality": settings.quality,
              "dn_scale": settings.dn_scale, "zarr_format": int(zarr_format)}
     if settings.max_error is not None:
         codec["max_error"] = list(settings.max_error) if isinstance(settings.max_error, tuple) else settings.max_error
+    if settings.refinement_steps:
+        codec["refinement_steps"] = settings.refinement_steps
     if is_temporal(settings.model):
         codec["time_chunk"] = int(time_chunk or stored.get("time_chunk") or DEFAULT_TIME_CHUNK)
     return codec

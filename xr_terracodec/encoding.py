@@ -147,7 +147,7 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
              shard: bool = True, *, variables: Iterable[Hashable] | None = None, chunk_size: int | None = None,
              shard_size: int = DEFAULT_SHARD_SIZE, dn_scale: float = DEFAULT_DN_SCALE,
              max_error: float | Sequence[float] | None = None, temporal: bool = False,
-             time_chunk: int = DEFAULT_TIME_CHUNK) -> dict[Hashable, dict[str, Any]]:
+             time_chunk: int = DEFAULT_TIME_CHUNK, refinement_steps: int = 0) -> dict[Hashable, dict[str, Any]]:
     """``encoding=`` for ``ds.to_zarr`` compressing every data variable TerraCodec can take.
 
     Parameters
@@ -174,6 +174,9 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
     max_error:
         Per-pixel bound in DN (one value or one per band; 0 = lossless), see docs/guarantees.md.
         Without ``quality`` the codec then picks the quality per chunk.
+    refinement_steps:
+        Gradient steps refining each tile's latents at encode (image models only): fewer bits at the
+        same quality for a slower write; reading is unchanged. See docs/model-card.md.
 
     Notes
     -----
@@ -203,7 +206,8 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
         except ConfigurationError as error:
             skipped[name] = str(error)
             continue
-        result[name] = _entry(plan, normalise_settings(chosen.name, quality, None, dn_scale, max_error), zarr_format)
+        result[name] = _entry(plan, normalise_settings(chosen.name, quality, None, dn_scale, max_error,
+                                                                       refinement_steps), zarr_format)
         if zarr_format == 3 and plan.band_dim in ds.coords and ds[plan.band_dim].dtype.kind == "U":
             result[plan.band_dim] = {"dtype": object}  # band names as v3 strings, not unspecified fixed-width
     reasons = "; ".join(f"{name!r}: {reason}" for name, reason in skipped.items())
@@ -218,7 +222,7 @@ def encoding(ds: xr.Dataset, quality: float | None = None, model: str | None = N
 
 def _entry(plan: VariablePlan, settings: EncodeSettings, zarr_format: int) -> dict[str, Any]:
     codec_settings = {"model": settings.model, "quality": settings.quality, "dn_scale": settings.dn_scale,
-                      "max_error": settings.max_error}
+                      "max_error": settings.max_error, "refinement_steps": settings.refinement_steps}
     if zarr_format == 2:
         return {"chunks": plan.chunks, "compressors": numcodec_plugin.TerraCodec(nodata=plan.nodata, **codec_settings)}
     fill_value = int(plan.nodata) if plan.nodata.is_integer() else plan.nodata

@@ -62,8 +62,9 @@ class LoadedModel(Protocol):
 class TileCoder(LoadedModel, Protocol):
     """An image model: tiles are coded independently."""
 
-    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
-        """Code a (B, C, H, W) batch of standardised tiles at ``quality``; also return the decoder's
+    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0) -> tuple[list[CodedTile], torch.Tensor]:
+        """Code a (B, C, H, W) batch of standardised tiles at ``quality``, their latents refined by
+        ``refinement_steps`` gradient steps where the model supports it; also return the decoder's
         reconstruction of them (bit-identical to what :meth:`decompress` will compute)."""
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float,

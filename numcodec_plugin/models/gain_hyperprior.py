@@ -35,6 +35,7 @@ from numcodec_plugin.models.entropy_coding import (  # noqa: E402
     encode_latent,
 )
 from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
+from numcodec_plugin.models.latent_refinement import refine_latents  # noqa: E402
 from numcodec_plugin.models.layers import InferenceGDN  # noqa: E402
 from numcodec_plugin.tile_pool import map_tiles  # noqa: E402
 
@@ -239,21 +240,27 @@ class GainHyperpriorCoder:
     def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:
         return (self._canonical.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
 
-    def _analyse_tiles(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, np.ndarray]:
-        """Latents (CPU) and clipped hyper-latent symbols of a (B, C, H, W) batch."""
+    def _analyse_tiles(self, x: torch.Tensor, quality: float, refinement_steps: int) -> tuple[torch.Tensor, np.ndarray]:
+        """Latents (CPU) and clipped hyper-latent symbols of a (B, C, H, W) batch, refined by
+        ``refinement_steps`` steps of :func:`~numcodec_plugin.models.latent_refinement.refine_latents`."""
         if x.device.type == "cpu":
-            latents = map_tiles(lambda tile: self._analyse(tile[None], quality), list(x))
+            latents = map_tiles(lambda tile: self._analyse(tile[None], quality, refinement_steps), list(x))
             y = torch.cat([a for a, _ in latents]).cpu()
             z = torch.cat([b for _, b in latents]).cpu()
         else:
-            y, z = self._analyse(x, quality)
+            y, z = self._analyse(x, quality, refinement_steps)
             y, z = y.float().cpu(), z.float().cpu()
         return y, self.z_tables.clip((z - self._medians).numpy())
 
-    def _analyse(self, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        gain, _ = self._gains(x.shape[0], quality, self.network, x.device)
+    def _analyse(self, x: torch.Tensor, quality: float, refinement_steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+        gain, inverse_gain = self._gains(x.shape[0], quality, self.network, x.device)
         y = self.network.analysis(x, gain).contiguous()  # back from channels-last: h_a keeps its layout
-        return y, self.network.h_a(y)
+        z = self.network.h_a(y)
+        if refinement_steps:
+            std = torch.tensor(self.identity.std, dtype=torch.float32)
+            y, z = refine_latents(self.network, x, y, z, gain, inverse_gain, self._medians, std,
+                                  self.rate_lambda(quality), refinement_steps)
+        return y, z
 
     def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float) -> tuple[CodedTile, torch.Tensor]:
         """One tile's streams and its reconstruction."""
@@ -276,8 +283,8 @@ class GainHyperpriorCoder:
         _, inverse_gain = self._gains(1, quality, self._decoder, torch.device("cpu"))
         return self._decoder.synthesis(y_hat[None], inverse_gain)
 
-    def compress(self, x: torch.Tensor, quality: float) -> tuple[list[CodedTile], torch.Tensor]:
-        y, z_symbols = self._analyse_tiles(x, quality)
+    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0) -> tuple[list[CodedTile], torch.Tensor]:
+        y, z_symbols = self._analyse_tiles(x, quality, refinement_steps)
         coded = map_tiles(lambda i: self._code_tile(y[i], z_symbols[i], quality), range(x.shape[0]))
         return [tile for tile, _ in coded], torch.cat([x_hat for _, x_hat in coded])
 

@@ -198,6 +198,18 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
         return GainHyperpriorCoder(network, identity, lambdas, portable=name in PORTABLE_MODES)
 
 
+def check_refinement(name: str | None, steps: int) -> None:
+    """Raise :class:`ConfigurationError` unless ``steps`` latent-refinement steps are valid for ``name``:
+    a whole number >= 0, and 0 for models the encoder cannot refine (the published TerraCodec models,
+    whose entropy models it does not own, and temporal models, whose frames predict each other)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigurationError(f"refinement_steps must be a whole number >= 0, got {steps!r}")
+    name = name or DEFAULT_MODEL
+    if steps and (name in OFFICIAL_MODELS or is_temporal(name)):
+        raise ConfigurationError(f"model {name} does not support latent refinement; use refinement_steps=0 "
+                                 f"or a bundled image model such as {DEFAULT_MODEL}")
+
+
 def check_quality(name: str | None, quality: float) -> None:
     """Raise :class:`ConfigurationError` unless ``quality`` is valid for ``name``."""
     lo, hi = quality_range(name)

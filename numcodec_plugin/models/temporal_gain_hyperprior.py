@@ -108,7 +108,7 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
 
     def compress(self, x: torch.Tensor, quality: float) -> tuple[list[list[CodedTile]], torch.Tensor]:
         sequences, frames = x.shape[:2]
-        y, z_symbols = self._analyse_tiles(x.flatten(0, 1), quality)
+        y, z_symbols = self._analyse_tiles(x.flatten(0, 1), quality, refinement_steps=0)
         y, z_symbols = y.unflatten(0, (sequences, frames)), z_symbols.reshape((sequences, frames) + z_symbols.shape[1:])
 
         def code(s: int) -> tuple[list[CodedTile], torch.Tensor]:

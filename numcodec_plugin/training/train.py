@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from numcodec_plugin.models.distortion import reflectance_mse
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior, training_lambdas
 from numcodec_plugin.training.data import CropSampler, band_statistics, load_images
 
@@ -29,8 +30,7 @@ def rate_distortion(model: GainHyperprior, x: torch.Tensor, levels: torch.Tensor
     out = model(x, levels.float())
     pixels = x.shape[1] * x.shape[2] * x.shape[3]
     bits = sum(-torch.log2(lk).flatten(1).sum(1) for lk in out["likelihoods"])
-    error = (out["x_hat"] - x) * (std / 10000.0)[None, :, None, None]
-    return {"bpp": bits / pixels, "mse": error.pow(2).flatten(1).mean(1)}
+    return {"bpp": bits / pixels, "mse": reflectance_mse(out["x_hat"], x, std)}
 
 
 def save_atomic(state: dict, path: Path) -> None:

@@ -1,0 +1,112 @@
+"""Latent refinement: the encoder searches for cheaper latents, the decoder is unchanged."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numcodecs
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+import zarr
+
+import numcodec_plugin
+import xr_terracodec
+from numcodec_plugin import engine
+from numcodec_plugin.errors import ConfigurationError
+from numcodec_plugin.models.latent_refinement import rate_distortion_costs, refine_latents
+from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, load_model
+from tests.conftest import TEST_MODEL
+from xr_terracodec import metrics
+
+QUALITY = 5.0
+
+
+def coded_cost(x: np.ndarray, data: bytes) -> float:
+    """``lambda * D + R`` of a chunk as written and decoded: reflectance MSE, bits per pixel per band."""
+    decoded = numcodecs.get_codec({"id": "terracodec"}).decode(data)  # a codec knowing nothing of the settings
+    mse = float(np.mean(((decoded.astype(np.float64) - x) / 10000.0) ** 2))
+    return load_model(None, QUALITY).rate_lambda(QUALITY) * mse + 8 * len(data) / x.size
+
+
+def test_refined_latents_code_real_pixels_at_a_lower_rate_distortion_cost(s2_scene: np.ndarray) -> None:
+    x = np.ascontiguousarray(s2_scene[:, 256:512, 256:512])
+    plain = numcodecs.get_codec({"id": "terracodec", "quality": QUALITY}).encode(x)
+    refined = numcodecs.get_codec({"id": "terracodec", "quality": QUALITY, "refinement_steps": 20}).encode(x)
+    assert plain != refined
+    assert coded_cost(x, refined) < coded_cost(x, plain)
+    decoded = engine.decode(refined)
+    assert metrics.psnr(metrics.mse(x, decoded)) > 35  # the same decoder gives a sound image
+
+
+def test_refinement_steps_are_in_both_configurations_and_round_trip() -> None:
+    codec = numcodecs.get_codec({"id": "terracodec", "model": TEST_MODEL, "quality": 3, "refinement_steps": 7})
+    assert codec.get_config()["refinement_steps"] == 7
+    assert numcodecs.get_codec(codec.get_config()).settings == codec.settings
+    v3 = numcodec_plugin.zarr3.TerraCodec(model=TEST_MODEL, quality=3, refinement_steps=7)
+    assert v3.to_dict()["configuration"]["refinement_steps"] == 7
+    assert numcodec_plugin.zarr3.TerraCodec.from_dict(v3.to_dict()) == v3
+    assert "refinement_steps" not in numcodec_plugin.zarr3.TerraCodec(model=TEST_MODEL).to_dict()["configuration"]
+
+
+@pytest.mark.parametrize("steps", [-1, 2.5, True, "10"])
+def test_invalid_step_counts_are_refused(steps: object) -> None:
+    with pytest.raises(ConfigurationError, match="refinement_steps must be a whole number"):
+        numcodecs.get_codec({"id": "terracodec", "refinement_steps": steps})
+
+
+@pytest.mark.parametrize("model", [DEFAULT_TEMPORAL_MODEL, "tec-fp"])
+def test_models_that_cannot_be_refined_are_refused(model: str) -> None:
+    with pytest.raises(ConfigurationError, match=f"model {model} does not support latent refinement"):
+        numcodec_plugin.zarr3.TerraCodec(model=model, refinement_steps=5)
+    with pytest.raises(ConfigurationError, match="does not support latent refinement"):
+        engine.encode(np.ones((12, 64, 64), np.uint16), engine.EncodeSettings(model=model, refinement_steps=5))
+
+
+def test_a_temporal_encoding_with_refinement_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    ds = xr.Dataset({"reflectance": (("time", "band", "y", "x"), np.ones((2, 12, 64, 64), np.uint16))})
+    with pytest.raises(ConfigurationError, match="does not support latent refinement"):
+        xr_terracodec.write(ds, tmp_path / "series.zarr",
+                            xr_terracodec.encoding(ds, temporal=True, refinement_steps=5))
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_refined_v3_store_reads_back_through_xarray(tmp_path: Path, s2_scene: np.ndarray) -> None:
+    ds = xr.Dataset({"reflectance": (("band", "y", "x"), np.ascontiguousarray(s2_scene[:, :64, :128]))})
+    store = tmp_path / "refined.zarr"
+    xr_terracodec.write(ds, store, xr_terracodec.encoding(ds, quality=3, model=TEST_MODEL, shard=False,
+                                                       refinement_steps=3))
+    serializer = zarr.open_array(store / "reflectance").metadata.codecs[0]
+    assert serializer.refinement_steps == 3
+    back = xr.open_zarr(store)["reflectance"].values
+    assert back.shape == ds["reflectance"].shape and back.dtype == np.uint16
+    plain = engine.decode(engine.encode(ds["reflectance"].values, engine.EncodeSettings(TEST_MODEL, 3)))
+    assert not np.array_equal(back, plain)  # the refinement reached the store's chunks
+
+
+def _analysed(coder, x: torch.Tensor, quality: float) -> tuple[torch.Tensor, ...]:
+    gain, inverse_gain = coder.network.gains(torch.full((x.shape[0],), quality - 1.0))
+    y = coder.network.analysis(x, gain).contiguous()
+    return y, coder.network.h_a(y), gain, inverse_gain
+
+
+def test_each_tile_keeps_its_cheapest_iterate_and_is_refined_as_if_alone(s2_scene: np.ndarray) -> None:
+    coder = load_model(TEST_MODEL, 3.0)
+    mean = torch.tensor(coder.identity.mean)[:, None, None]
+    std = torch.tensor(coder.identity.std)
+    x = (torch.from_numpy(np.stack([s2_scene[:, :64, :64], s2_scene[:, 64:128, 64:128]]).astype(np.float32))
+         - mean) / std[:, None, None]
+    lam = coder.rate_lambda(3.0)
+    with torch.no_grad():
+        y, z, gain, inverse_gain = _analysed(coder, x, 3.0)
+        refined = refine_latents(coder.network, x, y, z, gain, inverse_gain, coder._medians, std, lam, 8)
+        alone = [refine_latents(coder.network, x[i:i + 1], y[i:i + 1], z[i:i + 1], gain[i:i + 1],
+                                inverse_gain[i:i + 1], coder._medians, std, lam, 8) for i in range(2)]
+        noise = torch.zeros(y.shape[1:])
+        before, _ = rate_distortion_costs(coder.network, x, y, z, inverse_gain, coder._medians, std, lam, noise)
+        after, _ = rate_distortion_costs(coder.network, x, *refined, inverse_gain, coder._medians, std, lam, noise)
+    assert (after <= before).all() and (after < before).any(), (before, after)
+    for i, (y_alone, z_alone) in enumerate(alone):
+        torch.testing.assert_close(refined[0][i:i + 1], y_alone, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(refined[1][i:i + 1], z_alone, rtol=1e-3, atol=1e-3)
