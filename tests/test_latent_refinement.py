@@ -114,3 +114,18 @@ def test_each_tile_keeps_its_cheapest_iterate_and_is_refined_as_if_alone(s2_scen
     for i, (y_alone, z_alone) in enumerate(alone):
         torch.testing.assert_close(refined[0][i:i + 1], y_alone, rtol=1e-3, atol=1e-3)
         torch.testing.assert_close(refined[1][i:i + 1], z_alone, rtol=1e-3, atol=1e-3)
+
+
+def test_the_search_benchmark_reports_each_setting_and_restores_the_shipped_step_sizes(s2_series: np.ndarray,
+                                                                                     tmp_path: Path) -> None:
+    from benchmarks import refinement_search
+    from numcodec_plugin.models import latent_refinement
+
+    shipped = latent_refinement.LATENT_LEARNING_RATE, latent_refinement.HYPER_LATENT_LEARNING_RATE
+    np.savez(tmp_path / "tile.npz", data=s2_series[0, :, :64, :64])
+    refinement_search.main([str(tmp_path / "tile.npz"), "--tile", "64", "--qualities", "2", "--grid", "3,0.02,0.3",
+                            "--out", str(tmp_path)])
+    rows = [line for line in (tmp_path / "refinement_search.md").read_text().splitlines() if line.startswith("| ")]
+    assert rows[2].startswith("| 0 | - | - |") and rows[3].startswith("| 3 | 0.02 | 0.3 | ")
+    assert rows[3].split(" | ")[3].endswith("%")
+    assert (latent_refinement.LATENT_LEARNING_RATE, latent_refinement.HYPER_LATENT_LEARNING_RATE) == shipped
