@@ -78,7 +78,8 @@ def encoding_for(codec: str, ds: xr.Dataset, args: argparse.Namespace) -> tuple[
     if codec == "terracodec":
         import xr_terracodec
 
-        return xr_terracodec.encoding(ds, quality=args.quality, model=args.model, shard_size=SHARD), 3
+        return xr_terracodec.encoding(ds, quality=args.quality, model=args.model, shard_size=SHARD,
+                                      refinement_steps=args.refinement_steps), 3
     if codec == "zstd":
         from zarr.codecs import ZstdCodec
 
@@ -163,6 +164,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--codecs", default=",".join(CODECS), help=f"comma-separated subset of {', '.join(CODECS)}")
     parser.add_argument("--model", default=None, help="TerraCodec model (default: the bundled model)")
     parser.add_argument("--quality", type=float, default=None, help="TerraCodec quality (default: the model's middle)")
+    parser.add_argument("--refinement-steps", type=int, default=0,
+                        help="TerraCodec latent-refinement steps per tile (default 0; fewer bits, slower writes)")
     parser.add_argument("--device", default=None, help="torch device for TerraCodec, e.g. cuda or cpu (default: automatic)")
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="Dask and Zarr threads (default: all cores)")
     parser.add_argument("--zarr-batch-size", type=int, default=16,
