@@ -192,7 +192,8 @@ class GainHyperpriorCoder:
     parameters, and the synthesis whose output is the reconstruction) runs *canonically*: on CPU,
     one tile at a time, single-threaded, tiles side by side in :mod:`numcodec_plugin.tile_pool`.
     So the streams and the decoded array do not depend on batch size, core count or the device
-    that encoded. Only the analysis transform (encoder-only) runs batched on the model's device.
+    that encoded. Only what is encoder-only (the analysis transform and the optional latent
+    refinement, :mod:`numcodec_plugin.models.latent_refinement`) runs batched on the model's device.
     Entropy coding goes through :mod:`numcodec_plugin.models.entropy_coding`.
 
     Both copies run channels-last (:meth:`GainHyperprior.to_channels_last`).
