@@ -129,3 +129,11 @@ def test_the_search_benchmark_reports_each_setting_and_restores_the_shipped_step
     assert rows[2].startswith("| 0 | - | - |") and rows[3].startswith("| 3 | 0.02 | 0.3 | ")
     assert rows[3].split(" | ")[3].endswith("%")
     assert (latent_refinement.LATENT_LEARNING_RATE, latent_refinement.HYPER_LATENT_LEARNING_RATE) == shipped
+
+
+def test_the_accessor_previews_a_refined_encode(s2_scene: np.ndarray) -> None:
+    da = xr.DataArray(np.ascontiguousarray(s2_scene[:, :64, :64]), dims=("band", "y", "x"))
+    plain = da.tec.report(quality=3, model=TEST_MODEL, show=False)
+    refined = da.tec.report(quality=3, model=TEST_MODEL, refinement_steps=3, show=False)
+    assert refined != plain and refined["bits_per_pixel_per_band"] > 0
+    assert da.tec.roundtrip(quality=3, model=TEST_MODEL, refinement_steps=3).shape == da.shape
