@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 
 #: Adam's step sizes for the un-gained latent and for the hyper-latent, cosine-annealed to 0 over the
 #: steps. Chosen at 50 steps on four of the benchmark's validation tiles at qualities 2, 5 and 8, from
-#: a grid of 0.005-0.04 and 0.003-1 (the model card has the search): the hyper-latent wants large
-#: steps, enough to move its symbols across whole integers.
+#: a grid of 0.005-0.04 and 0.003-1, and checked on training images with
+#: ``benchmarks/refinement_search.py`` (docs/benchmarks/refinement_search.md): the hyper-latent wants
+#: large steps, enough to move its symbols across whole integers.
 LATENT_LEARNING_RATE = 0.02
 HYPER_LATENT_LEARNING_RATE = 0.3
 
