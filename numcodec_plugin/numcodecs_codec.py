@@ -67,8 +67,11 @@ class TerraCodec(Codec):
         s = self.settings
         nodata = None if s.nodata is None else ("NaN" if math.isnan(s.nodata) else s.nodata)
         max_error = list(s.max_error) if isinstance(s.max_error, tuple) else s.max_error
-        return {"id": self.codec_id, "model": s.model, "quality": s.quality, "nodata": nodata, "dn_scale": s.dn_scale,
-                "max_error": max_error, "refinement_steps": s.refinement_steps}
+        config = {"id": self.codec_id, "model": s.model, "quality": s.quality, "nodata": nodata, "dn_scale": s.dn_scale,
+                  "max_error": max_error}
+        if s.refinement_steps:  # absent by default, so stores that do not use it stay readable by earlier releases
+            config["refinement_steps"] = s.refinement_steps
+        return config
 
     def __repr__(self) -> str:
         s = self.settings

@@ -48,6 +48,7 @@ def test_refinement_steps_are_in_both_configurations_and_round_trip() -> None:
     codec = numcodecs.get_codec({"id": "terracodec", "model": TEST_MODEL, "quality": 3, "refinement_steps": 7})
     assert codec.get_config()["refinement_steps"] == 7
     assert numcodecs.get_codec(codec.get_config()).settings == codec.settings
+    assert "refinement_steps" not in numcodecs.get_codec({"id": "terracodec", "model": TEST_MODEL}).get_config()
     v3 = numcodec_plugin.zarr3.TerraCodec(model=TEST_MODEL, quality=3, refinement_steps=7)
     assert v3.to_dict()["configuration"]["refinement_steps"] == 7
     assert numcodec_plugin.zarr3.TerraCodec.from_dict(v3.to_dict()) == v3
