@@ -96,7 +96,7 @@ def refine_latents(network: GainHyperprior, x: torch.Tensor, y: torch.Tensor, z:
                                       {"params": [hyper_latent], "lr": HYPER_LATENT_LEARNING_RATE}])
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
         best_cost = torch.full((x.shape[0],), float("inf"), device=x.device)
-        best_y, best_z = y.detach().clone(), z.detach().clone()
+        best_y, best_z = torch.empty_like(y), torch.empty_like(z)  # every tile takes step 0's, the analysed latents
         for step in range(steps + 1):
             noise = torch.rand(y.shape[1:], generator=generator, device=x.device) - 0.5  # alike for every tile
             coded, surrogate = rate_distortion_costs(network, x, latent * gain, hyper_latent, inverse_gain, medians,
