@@ -81,3 +81,21 @@ def test_dataset_to_zarr_writes_what_roundtrip_predicts(tmp_path: Path, s2_serie
     assert back.encoding["shards"] == (1, 12, 512, 250)
     np.testing.assert_array_equal(back.values, da.tec.roundtrip(quality=QUALITY, model=TEST_MODEL).values)
     assert ds.tec.encoding(quality=QUALITY, model=TEST_MODEL, zarr_format=2)["reflectance"]["chunks"] == (1, 12, 256, 250)
+
+
+def test_dataset_to_zarr_routes_encoding_options_to_the_encoding_and_the_rest_to_xarray(
+        tmp_path: Path, s2_series: np.ndarray, da: xr.DataArray) -> None:
+    ds = cube(s2_series)[["reflectance"]]
+    store = tmp_path / "cube.zarr"
+    ds.tec.to_zarr(store, quality=QUALITY, model=TEST_MODEL)
+    with pytest.raises(FileExistsError, match="mode 'w'"):  # to_zarr's default mode, "w-", refuses to overwrite
+        ds.tec.to_zarr(store, quality=QUALITY, model=TEST_MODEL)
+    ds.tec.to_zarr(store, quality=QUALITY, model=TEST_MODEL, max_error=30, chunk_size=128, mode="w")
+    back = xr.open_zarr(store).reflectance
+    assert back.encoding["chunks"] == (1, 12, 128, 128)
+    valid = da.values != 0
+    assert np.abs(back.values.astype(np.int64) - da.values)[valid].max() <= 30
+    np.testing.assert_array_equal(
+        back.values, da.tec.roundtrip(quality=QUALITY, model=TEST_MODEL, chunk_size=128, max_error=30).values)
+    assert da.tec.report(quality=QUALITY, model=TEST_MODEL, chunk_size=128, max_error=30, show=False)["psnr_db"] > \
+        da.tec.report(quality=QUALITY, model=TEST_MODEL, chunk_size=128, show=False)["psnr_db"]

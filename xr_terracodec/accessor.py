@@ -10,9 +10,10 @@
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,11 @@ def _band_axis_third_last(var: xr.DataArray, band_dim: Hashable) -> xr.DataArray
     return var.transpose(*others[:-2], band_dim, *others[-2:])
 
 
+#: The keyword-only options of :func:`xr_terracodec.encoding`; ``ds.tec.to_zarr`` routes them there.
+ENCODING_OPTIONS = frozenset(name for name, parameter in inspect.signature(encoding).parameters.items()
+                             if parameter.kind is parameter.KEYWORD_ONLY)
+
+
 @xr.register_dataset_accessor("tec")
 class DatasetAccessor:
     """TerraCodec helpers on a Dataset (``ds.tec``)."""
@@ -58,12 +64,18 @@ class DatasetAccessor:
         return encoding(self._obj, quality, model, zarr_format, shard, **kwargs)
 
     def to_zarr(self, store: Any, quality: float | None = None, model: str | None = None, zarr_format: int = 3,
-                shard: bool = True, *, progress: bool = False, gpu: bool | None = None, **to_zarr_kwargs: Any) -> None:
-        """Encode and write with Dask (:func:`xr_terracodec.write`) using :meth:`encoding`'s defaults."""
+                shard: bool = True, *, progress: bool = False, gpu: bool | None = None, **kwargs: Any) -> None:
+        """Encode and write with Dask (:func:`xr_terracodec.write`).
+
+        Keywords that are options of :func:`xr_terracodec.encoding` (``max_error``, ``refinement_steps``,
+        ``chunk_size``, ``variables``...) shape the encoding; the others go to ``Dataset.to_zarr``
+        (``mode``, ``append_dim``, ``region``...).
+        """
         from xr_terracodec.dask import write
 
-        write(self._obj, store, self.encoding(quality, model, zarr_format, shard), progress=progress, gpu=gpu,
-              **to_zarr_kwargs)
+        options = {name: kwargs.pop(name) for name in ENCODING_OPTIONS & kwargs.keys()}
+        write(self._obj, store, self.encoding(quality, model, zarr_format, shard, **options), progress=progress,
+              gpu=gpu, **kwargs)
 
     def to_model_order(self, model: str | None = None) -> xr.Dataset:
         """The dataset with its bands selected and ordered for ``model`` and each banded variable's dims (..., band, y, x)."""
@@ -95,18 +107,20 @@ class DataArrayAccessor:
 
     def roundtrip(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
                   time_chunk: int = DEFAULT_TIME_CHUNK, dn_scale: float = engine.DEFAULT_DN_SCALE,
-                  refinement_steps: int = 0) -> xr.DataArray:
+                  max_error: float | Sequence[float] | None = None, refinement_steps: int = 0) -> xr.DataArray:
         """Encode and decode in memory, chunk by chunk as a store written with :func:`xr_terracodec.encoding` would
-        (``time_chunk`` dates per chunk for a temporal model; ``refinement_steps`` as there).
+        (``time_chunk`` dates per chunk for a temporal model; ``max_error`` and ``refinement_steps`` as there).
 
         Returns a DataArray like the input (same dims, coordinates, attributes, dtype) holding the
         values a Zarr v3 store of it would give back.
         """
-        return self._obj.copy(data=_code(self._obj, quality, model, chunk_size, time_chunk, dn_scale, refinement_steps)[0])
+        return self._obj.copy(data=_code(self._obj, quality, model, chunk_size, time_chunk, dn_scale, max_error,
+                                         refinement_steps)[0])
 
     def report(self, quality: float | None = None, model: str | None = None, *, chunk_size: int | None = None,
                time_chunk: int = DEFAULT_TIME_CHUNK, dn_scale: float = engine.DEFAULT_DN_SCALE,
-               refinement_steps: int = 0, show: bool = True) -> dict[str, float]:
+               max_error: float | Sequence[float] | None = None, refinement_steps: int = 0,
+               show: bool = True) -> dict[str, float]:
         """Rate and distortion of :meth:`roundtrip`: printed (unless ``show=False``) and returned.
 
         Keys: ``bits_per_pixel_per_band`` (coded bits / values), ``compression_ratio`` (raw bytes /
@@ -114,7 +128,7 @@ class DataArrayAccessor:
         angle in degrees, over pixels whose bands are all valid and non-zero).
         """
         da = self._obj
-        decoded, nbytes, plan = _code(da, quality, model, chunk_size, time_chunk, dn_scale, refinement_steps)
+        decoded, nbytes, plan = _code(da, quality, model, chunk_size, time_chunk, dn_scale, max_error, refinement_steps)
         values = np.moveaxis(np.asarray(da.values), da.get_axis_num(plan.band_dim), -1)
         decoded = np.moveaxis(decoded, da.get_axis_num(plan.band_dim), -1)
         scale = dn_scale if da.dtype.kind == "f" else 1.0
@@ -134,14 +148,15 @@ class DataArrayAccessor:
 
 
 def _code(da: xr.DataArray, quality: float | None, model: str | None, chunk_size: int | None, time_chunk: int,
-          dn_scale: float, refinement_steps: int) -> tuple[np.ndarray, int, VariablePlan]:
+          dn_scale: float, max_error: float | Sequence[float] | None,
+          refinement_steps: int) -> tuple[np.ndarray, int, VariablePlan]:
     """(decoded values, coded bytes, plan): each chunk padded with no-data to full size as Zarr does, coded, decoded.
 
     Chunks are those :func:`plan_variable` gives (several dates each for a temporal model).
     """
     layout = model_layout(model, quality)
     plan = plan_variable(da, layout, chunk_size, shard_size=None, time_chunk=time_chunk)
-    settings = normalise_settings(layout.name, quality, plan.nodata, dn_scale, refinement_steps=refinement_steps)
+    settings = normalise_settings(layout.name, quality, plan.nodata, dn_scale, max_error, refinement_steps)
     values = np.asarray(da.values)
     decoded = np.empty_like(values)
     nbytes = 0
