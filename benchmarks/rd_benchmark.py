@@ -62,6 +62,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                         help=f"TerraCodec qualities (default: {DEFAULT_QUALITY_POINTS} across the model's range)")
     parser.add_argument("--refinement-steps", type=int, nargs="+", default=[],
                         help="also TerraCodec with this many latent-refinement steps per tile (one curve per value)")
+    parser.add_argument("--also-models", nargs="+", default=[],
+                        help="also these TerraCodec models, unrefined, with BD-rates against --model's curve")
     parser.add_argument("--threads", type=int, default=2, help="threads per codec (default: %(default)s)")
     parser.add_argument("--speed-repeats", type=int, default=3, help="timed repeats per codec (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="folder to write rd.md and rd.png to")
@@ -79,19 +81,22 @@ def load_tiles(args: argparse.Namespace) -> list[sentinel2.Image]:
 
 
 def build_sweeps(args: argparse.Namespace) -> dict[str, list[Coder]]:
-    """Every codec's settings, by codec name; TerraCodec last (without, then with each refinement)."""
+    """Every codec's settings, by codec name; TerraCodec last (without, then with each refinement, then
+    the other models)."""
     qualities = args.qualities or coders.quality_sweep(args.model, DEFAULT_QUALITY_POINTS)
     sweeps: list[list[Coder]] = [
         [Jpeg2000(level, args.threads) for level in args.jpeg2k_levels],
         [KltJpeg2000(level, args.threads) for level in args.jpeg2k_levels],
         [JpegXl(distance, args.threads) for distance in args.jpegxl_distances],
     ] + [[TerraCodec(quality, args.model, refinement_steps=steps) for quality in qualities]
-         for steps in [0, *args.refinement_steps]]
+         for steps in [0, *args.refinement_steps]] + [[TerraCodec(quality, model) for quality in qualities]
+                                                      for model in args.also_models]
     return {sweep[0].family: sweep for sweep in sweeps}
 
 
 def bd_pairs(ours: Sequence[str]) -> list[tuple[str, str]]:
-    """(test, anchor) codec names of the reported BD-rates; ``ours``: TerraCodec's curves, unrefined first."""
+    """(test, anchor) codec names of the reported BD-rates; ``ours``: TerraCodec's curves, ``--model``'s
+    unrefined one first (the others are also compared with it)."""
     pairs = [(KltJpeg2000.family, Jpeg2000.family)]
     for family in ours:
         pairs += [(family, Jpeg2000.family), (family, KltJpeg2000.family), (family, JpegXl.family)]

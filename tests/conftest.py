@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +15,25 @@ SHARED_S2 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "s2
 
 #: the small randomly initialised model meant for tests (fast, compresses poorly)
 TEST_MODEL = "test-fixed-seed"
+#: what makes a fresh process compute the network as another CPU would (oneDNN and torch held to SSE4.1)
+OTHER_INSTRUCTION_SET = {"ONEDNN_MAX_CPU_ISA": "SSE41", "ATEN_CPU_CAPABILITY": "default"}
+
+
+def decode_on_another_instruction_set(chunks: list[bytes]) -> list[np.ndarray]:
+    """``chunks`` decoded in a fresh process under :data:`OTHER_INSTRUCTION_SET`."""
+    script = (
+        "import sys, numpy as np\n"
+        "from numcodec_plugin import engine\n"
+        "for k, path in enumerate(sys.argv[2:]):\n"
+        "    np.save(f'{sys.argv[1]}/{k}.npy', engine.decode(open(path, 'rb').read()))\n"
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        paths = [Path(folder) / f"{k}.tec" for k in range(len(chunks))]
+        for path, data in zip(paths, chunks):
+            path.write_bytes(data)
+        subprocess.run([sys.executable, "-c", script, folder, *map(str, paths)], env=dict(os.environ, **OTHER_INSTRUCTION_SET),
+                       check=True)
+        return [np.load(Path(folder) / f"{k}.npy") for k in range(len(chunks))]
 
 
 @pytest.fixture(scope="session")

@@ -92,7 +92,7 @@ def _as_format_3(data: bytes) -> bytes:
     with deterministic_torch(), torch.inference_mode():
         for tile in chunk.tiles:
             z = coder.z_tables.decode(tile.streams[1], coder._hyper_latent_shape(chunk.header.tile_shape))
-            scales = coder._latent_parameters(z)[0].numpy()
+            scales = coder._latent_parameters(z, chunk.header.quality)[0].numpy()
             y = TABLE.decode(tile.streams[0], scales)
             assert symbol_checksum(y, z) == tile.checksum
             tiles.append(dataclasses.replace(tile, streams=(_per_element_stream(y, scales),) + tile.streams[1:]))

@@ -105,12 +105,13 @@ def test_each_tile_keeps_its_cheapest_iterate_and_is_refined_as_if_alone(s2_scen
     lam = coder.rate_lambda(3.0)
     with torch.no_grad():
         y, z, gain, inverse_gain = _analysed(coder, x, 3.0)
-        refined = refine_latents(coder.network, x, y, z, gain, inverse_gain, coder._medians, std, lam, 8)
-        alone = [refine_latents(coder.network, x[i:i + 1], y[i:i + 1], z[i:i + 1], gain[i:i + 1],
+        refined = refine_latents(coder.network, x, y, z, 2.0, gain, inverse_gain, coder._medians, std, lam, 8)
+        alone = [refine_latents(coder.network, x[i:i + 1], y[i:i + 1], z[i:i + 1], 2.0, gain[i:i + 1],
                                 inverse_gain[i:i + 1], coder._medians, std, lam, 8) for i in range(2)]
-        noise = torch.zeros(y.shape[1:])
-        before, _ = rate_distortion_costs(coder.network, x, y, z, inverse_gain, coder._medians, std, lam, noise)
-        after, _ = rate_distortion_costs(coder.network, x, *refined, inverse_gain, coder._medians, std, lam, noise)
+        noise, levels = torch.zeros(y.shape[1:]), torch.full((2,), 2.0)
+        before, _ = rate_distortion_costs(coder.network, x, y, z, levels, inverse_gain, coder._medians, std, lam, noise)
+        after, _ = rate_distortion_costs(coder.network, x, *refined, levels, inverse_gain, coder._medians, std, lam,
+                                         noise)
     assert (after <= before).all() and (after < before).any(), (before, after)
     for i, (y_alone, z_alone) in enumerate(alone):
         torch.testing.assert_close(refined[0][i:i + 1], y_alone, rtol=1e-3, atol=1e-3)

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import pytest
 import torch
 
 from numcodec_plugin import engine
+from tests.conftest import OTHER_INSTRUCTION_SET, decode_on_another_instruction_set
 
 FIXTURES = Path(__file__).parent / "data" / "release_chunks"
 MANIFEST = json.loads((FIXTURES / "manifest.json").read_text())
@@ -50,7 +50,7 @@ def test_an_error_bounded_chunk_on_another_instruction_set_decodes_exactly_or_re
         "except EntropyModelMismatchError as error:\n"
         "    print('refused', error)\n"
     )
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="SSE41", ATEN_CPU_CAPABILITY="default")
+    env = dict(os.environ, **OTHER_INSTRUCTION_SET)
     out = subprocess.run([sys.executable, "-c", script, str(FIXTURES / "q5_max_error_20.tec")], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out.startswith("refused") or out == MANIFEST["chunks"]["q5_max_error_20"], out
@@ -64,17 +64,5 @@ def test_portable_model_chunks_decode_on_another_instruction_set_to_the_same_val
     tiles = np.stack([np.ascontiguousarray(s2_scene[:, y:y + 256, x:x + 256]) for y in (0, 256) for x in (0, 256, 512)])
     chunks = [engine.encode(tiles, engine.EncodeSettings(model="tec-s2-gain-v1-portable", quality=5)),
               engine.encode(tiles[:2], engine.EncodeSettings(model="tec-s2-gain-v1-portable", quality=5, max_error=20))]
-    script = (
-        "import sys, numpy as np\n"
-        "from numcodec_plugin import engine\n"
-        "for k, path in enumerate(sys.argv[2:]):\n"
-        "    np.save(f'{sys.argv[1]}/{k}.npy', engine.decode(open(path, 'rb').read()))\n"
-    )
-    with tempfile.TemporaryDirectory() as folder:
-        paths = [Path(folder) / f"{k}.tec" for k in range(len(chunks))]
-        for path, data in zip(paths, chunks):
-            path.write_bytes(data)
-        env = dict(os.environ, ONEDNN_MAX_CPU_ISA="SSE41", ATEN_CPU_CAPABILITY="default")
-        subprocess.run([sys.executable, "-c", script, folder, *map(str, paths)], env=env, check=True)
-        for k, data in enumerate(chunks):
-            np.testing.assert_array_equal(np.load(Path(folder) / f"{k}.npy"), engine.decode(data))
+    for decoded, data in zip(decode_on_another_instruction_set(chunks), chunks):
+        np.testing.assert_array_equal(decoded, engine.decode(data))

@@ -35,6 +35,7 @@ from numcodec_plugin.models.entropy_coding import (  # noqa: E402
     encode_latent,
 )
 from numcodec_plugin.models.identity import ModelIdentity  # noqa: E402
+from numcodec_plugin.models.integer_hyper_synthesis import IntegerHyperSynthesis  # noqa: E402
 from numcodec_plugin.models.latent_refinement import refine_latents  # noqa: E402
 from numcodec_plugin.models.layers import InferenceGDN  # noqa: E402
 from numcodec_plugin.tile_pool import map_tiles  # noqa: E402
@@ -52,9 +53,12 @@ class GainHyperprior(nn.Module):
 
     size_multiple = 32
 
-    def __init__(self, bands: int = 12, N: int = 64, M: int = 160, levels: int = 8) -> None:
+    def __init__(self, bands: int = 12, N: int = 64, M: int = 160, levels: int = 8,
+                 integer_hyper_synthesis: bool = False) -> None:
         super().__init__()
         self.config = {"bands": bands, "N": N, "M": M, "levels": levels}
+        if integer_hyper_synthesis:
+            self.config["integer_hyper_synthesis"] = True
         self.register_buffer("spectral_rotation", torch.eye(bands))
         self.g_a = nn.Sequential(conv(bands, N), InferenceGDN(N), conv(N, N), InferenceGDN(N), conv(N, M))
         self.g_s = nn.Sequential(
@@ -69,6 +73,8 @@ class GainHyperprior(nn.Module):
             deconv(M, M * 3 // 2), nn.LeakyReLU(inplace=True),
             conv(M * 3 // 2, M * 2, stride=1, kernel_size=3),
         )
+        if integer_hyper_synthesis:
+            self.h_s = IntegerHyperSynthesis(self.h_s, levels)
         self.entropy_bottleneck = EntropyBottleneck(N)
         self.gaussian_conditional = GaussianConditional(None)
         # Log-gains start log-spaced so that the levels differ in rate from the first step.
@@ -111,9 +117,13 @@ class GainHyperprior(nn.Module):
     def synthesis(self, y_hat: torch.Tensor, inverse_gain: torch.Tensor) -> torch.Tensor:
         return self.unrotate(self.g_s(y_hat * inverse_gain))
 
-    def hyper_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scales and means of the latent's Gaussian model from the decoded hyper-latent."""
-        scales, means = self.h_s(z_hat).chunk(2, 1)
+    def hyper_parameters(self, z_hat: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scales and means of the latent's Gaussian model from the decoded hyper-latent, at per-sample
+        qualities in [0, levels-1] (which only the integer hyper-synthesis's activation steps depend on)."""
+        if isinstance(self.h_s, IntegerHyperSynthesis):
+            scales, means = self.h_s(z_hat, quality).chunk(2, 1)
+        else:
+            scales, means = self.h_s(z_hat).chunk(2, 1)
         return scales, means
 
     def forward(self, x: torch.Tensor, quality: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -122,7 +132,7 @@ class GainHyperprior(nn.Module):
         y = self.analysis(x, gain)
         z = self.h_a(y)
         z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        scales, means = self.hyper_parameters(z_hat)
+        scales, means = self.hyper_parameters(z_hat, quality)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         return {"x_hat": self.synthesis(y_hat, inverse_gain), "likelihoods": (y_likelihoods, z_likelihoods)}
 
@@ -172,7 +182,7 @@ class PortableDecoder:
         self._hyper_synthesis = RoundedFloat64(self._network.h_s)
         self._synthesis = RoundedFloat64(self._network.g_s)
 
-    def hyper_parameters(self, z_hat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def hyper_parameters(self, z_hat: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         scales, means = self._hyper_synthesis(z_hat).chunk(2, 1)
         return scales, means
 
@@ -214,6 +224,9 @@ class GainHyperpriorCoder:
         self.z_tables = CategoricalTables.from_entropy_bottleneck(network.entropy_bottleneck)
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
         network.to_channels_last()
+        if isinstance(network.h_s, IntegerHyperSynthesis):
+            network.h_s.check_exact()
+            network.h_s.freeze()
         self._canonical = copy.deepcopy(network).cpu()  # stays on CPU when ``network`` moves to a GPU
         #: what computes the entropy parameters and the reconstruction: the CPU copy of the network, or
         #: with ``portable`` the same weights evaluated to be reproducible on any CPU
@@ -232,10 +245,10 @@ class GainHyperpriorCoder:
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return network.gains(torch.full((batch,), quality - 1.0, device=device))
 
-    def _latent_parameters(self, z_symbols: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def _latent_parameters(self, z_symbols: np.ndarray, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols."""
         z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
-        scales, means = self._decoder.hyper_parameters(z_hat)
+        scales, means = self._decoder.hyper_parameters(z_hat, torch.tensor([quality - 1.0]))
         return scales[0], means[0]
 
     def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:
@@ -259,13 +272,13 @@ class GainHyperpriorCoder:
         z = self.network.h_a(y)
         if refinement_steps:
             std = torch.tensor(self.identity.std, dtype=torch.float32)
-            y, z = refine_latents(self.network, x, y, z, gain, inverse_gain, self._medians, std,
+            y, z = refine_latents(self.network, x, y, z, quality - 1.0, gain, inverse_gain, self._medians, std,
                                   self.rate_lambda(quality), refinement_steps)
         return y, z
 
     def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float) -> tuple[CodedTile, torch.Tensor]:
         """One tile's streams and its reconstruction."""
-        scales, means = self._latent_parameters(z_symbols)
+        scales, means = self._latent_parameters(z_symbols, quality)
         y_symbols = clip_symbols((y - means).numpy())
         tile = CodedTile((encode_latent(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
                          symbol_checksum(y_symbols, z_symbols))
@@ -275,7 +288,7 @@ class GainHyperpriorCoder:
                      scale_table: bool) -> tuple[torch.Tensor, int]:
         """One tile's reconstruction and symbol checksum."""
         z_symbols = self.z_tables.decode(streams[1], self._hyper_latent_shape(tile_shape))
-        scales, means = self._latent_parameters(z_symbols)
+        scales, means = self._latent_parameters(z_symbols, quality)
         y_symbols = decode_latent(streams[0], scales.numpy(), scale_table)
         return self._synthesise(torch.from_numpy(y_symbols).float() + means, quality), symbol_checksum(y_symbols, z_symbols)
 

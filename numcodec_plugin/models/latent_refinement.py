@@ -52,8 +52,8 @@ def _bits(likelihood: torch.Tensor) -> torch.Tensor:
 
 
 def rate_distortion_costs(network: GainHyperprior, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
-                          inverse_gain: torch.Tensor, medians: torch.Tensor, std: torch.Tensor, rate_lambda: float,
-                          noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                          level: torch.Tensor, inverse_gain: torch.Tensor, medians: torch.Tensor, std: torch.Tensor,
+                          rate_lambda: float, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per tile ``lambda * D + R`` of coding latents ``y`` and ``z`` (D the reflectance MSE of the
     synthesis against ``x``, R bits per pixel per band): as the coder will code them (rounded, exact
     discrete likelihoods; no gradient through R) and the differentiable surrogate (the same D, R of
@@ -63,7 +63,7 @@ def rate_distortion_costs(network: GainHyperprior, x: torch.Tensor, y: torch.Ten
     # the bottleneck's likelihood takes (channels, 1, values), one row per channel
     z_likelihood = bottleneck._likelihood(z_hat.transpose(0, 1).reshape(z.shape[1], 1, -1))[0]
     z_bits = _bits(bottleneck.likelihood_lower_bound(z_likelihood).reshape(z.shape[1], z.shape[0], -1).transpose(0, 1))
-    scales, means = network.hyper_parameters(z_hat)
+    scales, means = network.hyper_parameters(z_hat, level)
     y_hat = _rounded(y, means)
 
     def y_bits(values: torch.Tensor) -> torch.Tensor:
@@ -78,10 +78,11 @@ def rate_distortion_costs(network: GainHyperprior, x: torch.Tensor, y: torch.Ten
     return coded.detach(), distortion + (y_bits(y + noise) + z_bits) / pixels
 
 
-def refine_latents(network: GainHyperprior, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor,
+def refine_latents(network: GainHyperprior, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor, level: float,
                    gain: torch.Tensor, inverse_gain: torch.Tensor, medians: torch.Tensor, std: torch.Tensor,
                    rate_lambda: float, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Latents ``(y, z)`` of the standardised (B, C, H, W) tiles ``x`` after ``steps`` Adam steps on the
+    """Latents ``(y, z)`` of the standardised (B, C, H, W) tiles ``x`` at quality level ``level`` (0-based,
+    as :meth:`~numcodec_plugin.models.gain_hyperprior.GainHyperprior.gains` takes it) after ``steps`` Adam steps on the
     surrogate of :func:`rate_distortion_costs`, starting from the analysed ``y`` and ``z``; per tile,
     the iterate (the analysed latents included) whose coded cost is lowest. Tiles do not interact:
     a batch gives each tile what it would get alone (up to floating-point order), and the noise is
@@ -90,6 +91,7 @@ def refine_latents(network: GainHyperprior, x: torch.Tensor, y: torch.Tensor, z:
     with torch.inference_mode(False), torch.enable_grad():
         x, gain, inverse_gain = x.clone(), gain.detach().clone(), inverse_gain.detach().clone()
         medians, std = medians.clone().to(x.device), std.clone().to(x.device)
+        levels = torch.full((x.shape[0],), float(level), device=x.device)
         latent = (y.detach().clone() / gain).requires_grad_(True)
         hyper_latent = z.detach().clone().requires_grad_(True)
         optimiser = torch.optim.Adam([{"params": [latent], "lr": LATENT_LEARNING_RATE},
@@ -99,8 +101,8 @@ def refine_latents(network: GainHyperprior, x: torch.Tensor, y: torch.Tensor, z:
         best_y, best_z = torch.empty_like(y), torch.empty_like(z)  # every tile takes step 0's, the analysed latents
         for step in range(steps + 1):
             noise = torch.rand(y.shape[1:], generator=generator, device=x.device) - 0.5  # alike for every tile
-            coded, surrogate = rate_distortion_costs(network, x, latent * gain, hyper_latent, inverse_gain, medians,
-                                                     std, rate_lambda, noise)
+            coded, surrogate = rate_distortion_costs(network, x, latent * gain, hyper_latent, levels, inverse_gain,
+                                                     medians, std, rate_lambda, noise)
             better = coded < best_cost
             best_cost = torch.where(better, coded, best_cost)
             best_y[better], best_z[better] = (latent * gain).detach()[better], hyper_latent.detach()[better]

@@ -11,6 +11,10 @@ Names:
 * ``"tec-s2-temporal-v1"`` (:data:`DEFAULT_TEMPORAL_MODEL`): the bundled temporal mode, the bundled
   image model predicting each frame's latent from the previous one
   (:mod:`numcodec_plugin.models.temporal_gain_hyperprior`); same weights and qualities.
+* ``"tec-s2-gain-v2"`` (:data:`INTEGER_MODEL`): the same transforms and qualities with an integer
+  hyper-synthesis (:mod:`numcodec_plugin.models.integer_hyper_synthesis`), so every CPU derives the
+  same entropy parameters: its lossy chunks decode on CPUs with other instruction sets (to within
+  float rounding of the reconstruction) instead of being refused now and then.
 * ``"tec-s2-gain-v1-portable"``: the bundled model evaluated so that any CPU reproduces its decoder
   (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`): its chunks decode to the same
   values on CPUs with other instruction sets, at the cost of float64 arithmetic; same weights and qualities.
@@ -38,14 +42,17 @@ from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpri
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 DEFAULT_MODEL = "tec-s2-gain-v1"
+#: the bundled model with an integer hyper-synthesis (its entropy parameters are exact on any CPU)
+INTEGER_MODEL = "tec-s2-gain-v2"
 DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
 #: temporal modes of bundled image models: name -> the image model whose weights they use
-TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: DEFAULT_MODEL, "test-fixed-seed-temporal": "test-fixed-seed"}
+#: (each name stays bound to the weights its chunks were written with, whatever the default becomes)
+TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: "tec-s2-gain-v1", "test-fixed-seed-temporal": "test-fixed-seed"}
 #: bundled image models whose decoder any CPU reproduces: name -> the model whose weights
 #: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`)
-PORTABLE_MODES = {f"{DEFAULT_MODEL}-portable": DEFAULT_MODEL}
+PORTABLE_MODES = {"tec-s2-gain-v1-portable": "tec-s2-gain-v1"}
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 

@@ -19,6 +19,7 @@ import torch
 
 from numcodec_plugin.models.distortion import reflectance_mse
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior, training_lambdas
+from numcodec_plugin.training import integer_hyper_synthesis
 from numcodec_plugin.training.data import CropSampler, band_statistics, load_images
 
 #: Lagrange multiplier of each quality level, lowest rate first (D in reflectance units).
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     exp.add_argument("--note", default="")
     run.set_defaults(handler=train)
     exp.set_defaults(handler=lambda a: export(a.checkpoint, a.destination, a.name, a.note))
+    integer_hyper_synthesis.add_commands(sub)
     args = parser.parse_args(argv)
     args.handler(args)
 

@@ -1,0 +1,104 @@
+"""The integer hyper-synthesis: exact sums, the same bits whatever the threads or batch, training computes
+what decodes, refusal of weights whose sums could round, and the shipped model that uses it."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from numcodec_plugin import ConfigurationError, engine
+from numcodec_plugin.models.integer_hyper_synthesis import EXACT_LIMIT, INPUT_MAX, IntegerHyperSynthesis
+from numcodec_plugin.models.registry import INTEGER_MODEL, load_model
+from tests.conftest import TEST_MODEL, decode_on_another_instruction_set
+from xr_terracodec import metrics
+
+
+@pytest.fixture(scope="module")
+def small() -> tuple[IntegerHyperSynthesis, torch.Tensor, torch.Tensor]:
+    """An integer hyper-synthesis started from the test model's, calibrated; hyper-latents; qualities."""
+    network = load_model(TEST_MODEL).network
+    generator = torch.Generator().manual_seed(0)
+    z_hat = torch.randn((6, 16, 8, 8), generator=generator) * 4 + 0.3
+    hyper_synthesis = IntegerHyperSynthesis(network.h_s, network.levels)
+    hyper_synthesis.calibrate(network.h_s, [z_hat * (1 + level) for level in range(network.levels)])
+    return hyper_synthesis, z_hat, torch.tensor([0.0, 0.5, 1.0, 1.7, 2.2, 3.0])
+
+
+def test_sums_are_integers_below_the_exact_limit(small) -> None:
+    hyper_synthesis, _, _ = small
+    assert max(hyper_synthesis.accumulator_bounds()) < EXACT_LIMIT
+    hyper_synthesis.check_exact()
+
+
+def test_the_output_does_not_depend_on_threads_or_batch(small) -> None:
+    hyper_synthesis, z_hat, quality = small
+    threads = torch.get_num_threads()
+    outputs = []
+    try:
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            with torch.no_grad():
+                outputs.append(hyper_synthesis(z_hat, quality))
+                outputs.append(torch.cat([hyper_synthesis(z_hat[i:i + 1], quality[i:i + 1]) for i in range(len(z_hat))]))
+    finally:
+        torch.set_num_threads(threads)
+    for output in outputs[1:]:
+        assert torch.equal(output, outputs[0])
+    assert not torch.equal(outputs[0][0], outputs[0][1])  # quality changes the activation steps, so the output
+
+
+def test_training_computes_exactly_what_decodes(small) -> None:
+    hyper_synthesis, z_hat, quality = small
+    training = copy.deepcopy(hyper_synthesis)
+    with torch.enable_grad():
+        trained = training(z_hat, quality)  # straight-through rounding, gradients for every parameter
+        trained.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in training.parameters())
+    with torch.no_grad():
+        assert torch.equal(copy.deepcopy(hyper_synthesis).freeze()(z_hat, quality), trained.detach())
+
+
+def test_weights_whose_sums_could_round_are_refused() -> None:
+    wide = nn.Conv2d(1024, 2, 5, padding=2)
+    with torch.no_grad():
+        wide.weight.fill_(0.01)
+    hyper_synthesis = IntegerHyperSynthesis(nn.Sequential(wide), 2)
+    assert hyper_synthesis.accumulator_bounds()[0] == 127 * 1024 * 25 * INPUT_MAX
+    with pytest.raises(ConfigurationError, match=r"2\*\*24"):
+        hyper_synthesis.check_exact()
+
+
+def _tiles(s2_scene: np.ndarray) -> np.ndarray:
+    return np.stack([np.ascontiguousarray(s2_scene[:, y:y + 256, x:x + 256]) for y in (0, 256) for x in (0, 256, 512)])
+
+
+def test_the_integer_model_codes_real_pixels_at_the_float_models_rate(s2_scene: np.ndarray) -> None:
+    tiles = _tiles(s2_scene)
+    results = []
+    for quality in (2.0, 5.0, 8.0):
+        row = []
+        for model in ("tec-s2-gain-v1", INTEGER_MODEL):
+            data = engine.encode(tiles, engine.EncodeSettings(model=model, quality=quality))
+            decoded = engine.decode(data)
+            row.append((len(data), metrics.psnr(metrics.mse(tiles.astype(np.float64), decoded.astype(np.float64)))))
+        results.append(row)
+    for (float_bytes, float_psnr), (integer_bytes, integer_psnr) in results:
+        assert integer_bytes < 1.12 * float_bytes  # the integer entropy model costs a few % more bits ...
+        assert abs(integer_psnr - float_psnr) < 0.05  # ... and the transforms are the float model's
+    assert [r[1][0] for r in results] == sorted(r[1][0] for r in results)  # rate and quality rise with quality
+    assert [r[1][1] for r in results] == sorted(r[1][1] for r in results)
+
+
+def test_integer_model_chunks_decode_on_another_instruction_set(s2_scene: np.ndarray) -> None:
+    """Under SSE4.1 (another CPU, as far as the network's bits go) the float model refuses some lossy
+    chunks (a scale crossed a table step, benchmarks/portability.py); the integer model's entropy
+    parameters are exact, so every chunk decodes, within float rounding of the reconstruction."""
+    tiles = _tiles(s2_scene)
+    chunks = [engine.encode(tiles[i:i + 1], engine.EncodeSettings(model=INTEGER_MODEL, quality=q))
+              for i in range(len(tiles)) for q in (1.0, 5.0)]
+    for there, data in zip(decode_on_another_instruction_set(chunks), chunks):
+        assert np.abs(there.astype(np.int64) - engine.decode(data).astype(np.int64)).max() <= 1
