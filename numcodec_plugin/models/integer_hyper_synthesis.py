@@ -39,7 +39,7 @@ INPUT_STEP = 0.125
 INPUT_MAX = 504
 ACTIVATION_MAX = 255
 WEIGHT_MAX = 127
-#: the float hyper-synthesis's LeakyReLU slope, kept (a plain ReLU costs 36-91% of the latent's bits)
+#: the float hyper-synthesis's LeakyReLU slope, kept: the trained network relies on its negative side
 NEGATIVE_SLOPE = 0.01
 #: float32 represents every integer of magnitude up to 2**24 exactly
 EXACT_LIMIT = 2 ** 24
@@ -71,7 +71,9 @@ class IntegerConvolution(nn.Module):
         self.bias = nn.Parameter(layer.bias.detach().clone())
         #: step of the output activations per quality level (hidden layers only)
         self.output_steps = nn.Parameter(torch.ones(levels)) if hidden else None
-        self._frozen: tuple[torch.Tensor, torch.Tensor] | None = None
+        # :meth:`freeze`'s integer weights and steps: buffers, so they move with the module, not saved
+        self.register_buffer("frozen_weight", None, persistent=False)
+        self.register_buffer("frozen_step", None, persistent=False)
 
     @property
     def _channel_axis(self) -> int:
@@ -80,8 +82,8 @@ class IntegerConvolution(nn.Module):
     def _weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(integer weights as floats, straight-through; per-output-channel step): the largest weight of
         each channel maps to ``WEIGHT_MAX``. Outside autograd, computed once (:meth:`freeze`)."""
-        if self._frozen is not None and not torch.is_grad_enabled():
-            return self._frozen
+        if self.frozen_weight is not None and not torch.is_grad_enabled():
+            return self.frozen_weight, self.frozen_step
         others = tuple(d for d in range(4) if d != self._channel_axis)
         step = (self.weight.detach().abs().amax(dim=others) / WEIGHT_MAX).clamp_min(1e-12)
         shape = [1, 1, 1, 1]
@@ -91,8 +93,9 @@ class IntegerConvolution(nn.Module):
     def freeze(self) -> None:
         """Compute the integer weights once, for inference (call again after changing the weights)."""
         with torch.no_grad():
-            self._frozen = None
-            self._frozen = tuple(t.detach().clone() for t in self._weights())
+            self.frozen_weight = self.frozen_step = None
+            weight, step = self._weights()
+            self.frozen_weight, self.frozen_step = weight.detach().clone(), step.detach().clone()
 
     def output_step(self, quality: torch.Tensor) -> torch.Tensor:
         return _per_level(self.output_steps, quality)
