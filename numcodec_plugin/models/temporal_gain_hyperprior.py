@@ -71,10 +71,10 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
         """The latent, the hyper-latent and the prediction factors (empty for frames coded as images)."""
         return 3
 
-    def _code_frame(self, y: torch.Tensor, z_symbols: np.ndarray, previous: _FrameState | None
+    def _code_frame(self, y: torch.Tensor, z_symbols: np.ndarray, previous: _FrameState | None, quality: float
                     ) -> tuple[tuple[bytes, ...], int, _FrameState]:
         """Streams, symbol checksum and state of one frame of a sequence: predicted or not, whichever is shorter."""
-        scales, means = self._latent_parameters(z_symbols)
+        scales, means = self._latent_parameters(z_symbols, quality)
         z_stream = self.z_tables.encode(z_symbols)
         options = [(means, b"", np.zeros(0, np.int32))]
         if previous is not None:
@@ -92,9 +92,9 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
         return streams, symbol_checksum(symbols, z_symbols, levels), _FrameState(torch.from_numpy(symbols).float() + centre, means)
 
     def _decode_frame(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], previous: _FrameState | None,
-                      scale_table: bool) -> tuple[int, _FrameState]:
+                      quality: float, scale_table: bool) -> tuple[int, _FrameState]:
         z_symbols = self.z_tables.decode(streams[1], self._hyper_latent_shape(tile_shape))
-        scales, means = self._latent_parameters(z_symbols)
+        scales, means = self._latent_parameters(z_symbols, quality)
         centre, levels = means, np.zeros(0, np.int32)
         if streams[2]:
             if previous is None or streams[2][:1] != _PREDICTED:
@@ -114,7 +114,7 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
         def code(s: int) -> tuple[list[CodedTile], torch.Tensor]:
             tiles, images, state = [], [], None
             for t in range(frames):
-                streams, checksum, state = self._code_frame(y[s, t], z_symbols[s, t], state)
+                streams, checksum, state = self._code_frame(y[s, t], z_symbols[s, t], state, quality)
                 tiles.append(CodedTile(streams, checksum))
                 images.append(self._synthesise(state.latent, quality))
             return tiles, torch.cat(images)
@@ -127,7 +127,7 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
         def decode(sequence: list[tuple[bytes, ...]]) -> tuple[torch.Tensor, list[int]]:
             images, checksums, state = [], [], None
             for tile in sequence:
-                checksum, state = self._decode_frame(tile, tile_shape, state, scale_table)
+                checksum, state = self._decode_frame(tile, tile_shape, state, quality, scale_table)
                 images.append(self._synthesise(state.latent, quality))
                 checksums.append(checksum)
             return torch.cat(images), checksums
