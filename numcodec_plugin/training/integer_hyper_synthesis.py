@@ -69,13 +69,11 @@ def hyper_latents(network: GainHyperprior, analysed: torch.Tensor, level: torch.
     return y, z_hat
 
 
-def latent_bits(network: GainHyperprior, hyper_synthesis: torch.nn.Module, y: torch.Tensor, z_hat: torch.Tensor,
-                level: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    """Per-sample estimated bits of ``y`` (``y + noise`` standing in for rounding) under ``hyper_synthesis``."""
-    if isinstance(hyper_synthesis, IntegerHyperSynthesis):
-        scales, means = hyper_synthesis(z_hat, level).chunk(2, 1)
-    else:
-        scales, means = hyper_synthesis(z_hat).chunk(2, 1)
+def latent_bits(network: GainHyperprior, y: torch.Tensor, z_hat: torch.Tensor, level: torch.Tensor,
+                noise: torch.Tensor) -> torch.Tensor:
+    """Per-sample estimated bits of ``y`` (``y + noise`` standing in for rounding) under ``network``'s
+    entropy parameters."""
+    scales, means = network.hyper_parameters(z_hat, level)
     conditional = network.gaussian_conditional
     likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y + noise, scales, means))
     return -torch.log2(likelihood).flatten(1).sum(1)
@@ -121,8 +119,8 @@ def fine_tune(args: argparse.Namespace) -> None:
         with torch.no_grad():
             y, z_hat = hyper_latents(base, bank[index], level)
             noise = torch.rand(y.shape, generator=generator) - 0.5
-            float_bits = latent_bits(base, base.h_s, y, z_hat, level, noise)
-        bits = latent_bits(network, hyper_synthesis, y, z_hat, level, noise)
+            float_bits = latent_bits(base, y, z_hat, level, noise)
+        bits = latent_bits(network, y, z_hat, level, noise)
         loss = (bits / float_bits).mean()  # relative, so every quality counts alike
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
