@@ -10,6 +10,7 @@ import torch
 
 from numcodec_plugin.models.bands import BAND_SETS
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior
+from numcodec_plugin.models.registry import read_network
 from numcodec_plugin.training.train import main
 
 
@@ -22,10 +23,7 @@ def _data_folder(root: Path, s2_scene: np.ndarray) -> Path:
 
 
 def _network(weights: Path) -> GainHyperprior:
-    shipped = torch.load(weights, map_location="cpu", weights_only=True)
-    network = GainHyperprior(**shipped["config"])
-    network.load_state_dict(shipped["state_dict"])
-    return network
+    return read_network(weights)[0]
 
 
 def test_train_resume_and_export(tmp_path: Path, s2_scene: np.ndarray) -> None:

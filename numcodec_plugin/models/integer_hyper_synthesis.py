@@ -58,6 +58,11 @@ def _per_level(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     return table[low] * (1 - frac) + table[low + 1] * frac
 
 
+def _convolutions(h_s: nn.Sequential) -> list[nn.Conv2d | nn.ConvTranspose2d]:
+    """The (transposed) convolutions of a float hyper-synthesis, in order (its activations left out)."""
+    return [m for m in h_s if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
 class IntegerConvolution(nn.Module):
     """One layer: a (transposed) convolution of integer inputs by integer weights, then ``sums x
     (input step x weight step) + bias``; hidden layers requantise that to integer activations."""
@@ -132,18 +137,17 @@ class IntegerHyperSynthesis(nn.Module):
         """The structure and starting weights of the float ``h_s`` (convolutions with LeakyReLUs
         between them); activation steps 1 until :meth:`calibrate`."""
         super().__init__()
-        convolutions = [m for m in h_s if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        convolutions = _convolutions(h_s)
         self.layers = nn.ModuleList(IntegerConvolution(conv, levels, hidden=i < len(convolutions) - 1)
                                     for i, conv in enumerate(convolutions))
 
     def calibrate(self, h_s: nn.Sequential, z_hat_by_level: list[torch.Tensor]) -> None:
         """Set each hidden layer's activation step per quality level so that the 99.99th percentile of the
         float ``h_s``'s activation magnitudes on that level's hyper-latents maps to ``ACTIVATION_MAX``."""
-        convolutions = [m for m in h_s if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
         generator = torch.Generator().manual_seed(0)
         with torch.no_grad():
             for level, x in enumerate(z_hat_by_level):
-                for conv, layer in zip(convolutions, self.layers):
+                for conv, layer in zip(_convolutions(h_s), self.layers):
                     x = conv(x)
                     if layer.output_steps is None:
                         break

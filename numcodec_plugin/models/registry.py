@@ -132,7 +132,14 @@ def _shipped_header(name: str) -> dict:
 def load_bundled_network(name: str) -> tuple[GainHyperprior, dict]:
     """A bundled image model's network (CPU, weights loaded) and the rest of its weights file
     (``statistics``, ``lambdas``, ``config``, ...)."""
-    shipped = _read_weights_file(name)
+    if not _bundled_path(name).is_file():
+        raise _unknown(name)
+    return read_network(_bundled_path(name))
+
+
+def read_network(path: Path) -> tuple[GainHyperprior, dict]:
+    """The network of a weights file in the shipped format (CPU, weights loaded) and the file's other entries."""
+    shipped = torch.load(path, map_location="cpu", weights_only=True)
     network = GainHyperprior(**shipped["config"])
     network.load_state_dict(shipped.pop("state_dict"))
     return network, shipped

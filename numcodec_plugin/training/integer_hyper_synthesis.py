@@ -17,6 +17,7 @@ log reports those bits against the float hyper-synthesis's on the same batch.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import time
@@ -26,25 +27,17 @@ import torch
 
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior
 from numcodec_plugin.models.integer_hyper_synthesis import IntegerHyperSynthesis
+from numcodec_plugin.models.registry import read_network
 from numcodec_plugin.training.data import CropSampler, load_images
 
 TILE = 256
 
 
-def load_base(path: Path) -> tuple[GainHyperprior, dict]:
-    """The float model of a shipped weights file and the file's other entries."""
-    shipped = torch.load(path, map_location="cpu", weights_only=True)
-    network = GainHyperprior(**shipped["config"])
-    network.load_state_dict(shipped.pop("state_dict"))
-    return network.eval(), shipped
-
-
 def with_integer_hyper_synthesis(base: GainHyperprior) -> GainHyperprior:
     """A copy of ``base`` whose hyper-synthesis is an :class:`IntegerHyperSynthesis` started from base's."""
-    network = GainHyperprior(**base.config, integer_hyper_synthesis=True)
-    state = {k: v for k, v in base.state_dict().items() if not k.startswith("h_s.")}
-    network.load_state_dict(state, strict=False)
+    network = copy.deepcopy(base)
     network.h_s = IntegerHyperSynthesis(base.h_s, base.levels)
+    network.config = {**base.config, "integer_hyper_synthesis": True}
     return network
 
 
@@ -85,7 +78,8 @@ def fine_tune(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_path = out / "checkpoint.pt"
-    base, shipped = load_base(Path(args.base))
+    base, shipped = read_network(Path(args.base))
+    base.eval()
     mean = torch.tensor(shipped["statistics"]["mean"])[None, :, None, None]
     std = torch.tensor(shipped["statistics"]["std"])[None, :, None, None]
     images = load_images(Path(args.data), "train", min_size=TILE)
@@ -147,7 +141,7 @@ def export(checkpoint: Path, destination: Path, name: str, note: str = "") -> No
     """Write a shipped weights file: the base model's with the fine-tuned integer hyper-synthesis, after
     checking that its sums are exact (:meth:`IntegerHyperSynthesis.check_exact`)."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    base, shipped = load_base(Path(state["base"]))
+    base, shipped = read_network(Path(state["base"]))
     network = with_integer_hyper_synthesis(base)
     network.h_s.load_state_dict(state["hyper_synthesis"])
     network.h_s.check_exact()
