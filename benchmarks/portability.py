@@ -40,6 +40,7 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 from benchmarks import reporting, timing  # noqa: E402
 from benchmarks.rd_benchmark import add_data_arguments, load_tiles  # noqa: E402
 from numcodec_plugin import DEFAULT_MODEL, bitstream, engine  # noqa: E402
+from numcodec_plugin.models.registry import PORTABLE_MODES  # noqa: E402
 
 #: the oneDNN instruction sets decoded with (torch's own kernels are held to their portable build too)
 DEFAULT_ISAS = ("AVX", "SSE41")
@@ -58,8 +59,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
                              "quality 5 (default: %(default)s)")
     parser.add_argument("--isas", nargs="+", default=DEFAULT_ISAS,
                         help="ONEDNN_MAX_CPU_ISA values to decode with (default: %(default)s)")
-    parser.add_argument("--models", nargs="+", default=(DEFAULT_MODEL, f"{DEFAULT_MODEL}-portable"),
-                        help="TerraCodec models to compare (default: %(default)s)")
+    parser.add_argument("--models", nargs="+", default=tuple(dict.fromkeys((DEFAULT_MODEL, *PORTABLE_MODES.values(), *PORTABLE_MODES))),
+                        help="TerraCodec models to compare (default: the bundled model and the portable modes with "
+                             "their weights' models: %(default)s)")
     parser.add_argument("--out", type=Path, help="folder to write portability.md to")
     parser.add_argument("--note", default="", help="a remark printed at the top of the report")
     parser.add_argument("--decode", type=Path, help=argparse.SUPPRESS)  # worker mode: decode this folder's chunks

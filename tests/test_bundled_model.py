@@ -21,7 +21,7 @@ from xr_terracodec import metrics
 
 
 def test_default_codec_uses_the_bundled_model() -> None:
-    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "tec-s2-gain-v1"
+    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "tec-s2-gain-v2"
 
 
 def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from numcodec_plugin import ConfigurationError, engine
-from numcodec_plugin.models.integer_hyper_synthesis import EXACT_LIMIT, INPUT_MAX, IntegerHyperSynthesis
-from numcodec_plugin.models.registry import INTEGER_MODEL, load_model
+from numcodec_plugin.models.integer_hyper_synthesis import EXACT_LIMIT, INPUT_MAX, INPUT_STEP, IntegerHyperSynthesis
+from numcodec_plugin.models.registry import DEFAULT_MODEL, load_model
 from tests.conftest import TEST_MODEL, decode_on_another_instruction_set
 from xr_terracodec import metrics
 
@@ -51,6 +51,19 @@ def test_the_output_does_not_depend_on_threads_or_batch(small) -> None:
     assert not torch.equal(outputs[0][0], outputs[0][1])  # quality changes the activation steps, so the output
 
 
+def test_the_float64_sums_of_other_devices_are_the_cpus(small) -> None:
+    """What a GPU computes (float64, rounded: exact whatever algorithm its library picks) is, on the same
+    integers, bit for bit the CPU's float32 sums."""
+    hyper_synthesis, z_hat, quality = small
+    activations = torch.round(z_hat / INPUT_STEP).clamp(-INPUT_MAX, INPUT_MAX)
+    for layer in hyper_synthesis.layers:
+        weight = layer._weights()[0].detach()
+        with torch.no_grad():
+            cpu = layer.sums(activations, weight)
+            assert torch.equal(layer.sums(activations, weight, in_float64=True), cpu)
+        activations = torch.randint(-255, 256, cpu.shape, generator=torch.Generator().manual_seed(1)).float()
+
+
 def test_training_computes_exactly_what_decodes(small) -> None:
     hyper_synthesis, z_hat, quality = small
     training = copy.deepcopy(hyper_synthesis)
@@ -60,6 +73,24 @@ def test_training_computes_exactly_what_decodes(small) -> None:
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in training.parameters())
     with torch.no_grad():
         assert torch.equal(copy.deepcopy(hyper_synthesis).freeze()(z_hat, quality), trained.detach())
+
+
+def test_the_input_step_grows_with_the_hyper_latents_range(small) -> None:
+    """High qualities' hyper-latents span far more than INPUT_MAX steps of INPUT_STEP: calibration widens
+    that level's input step, so they are not clipped and the output follows the float network's."""
+    hyper_synthesis, z_hat, _ = small
+    network = load_model(TEST_MODEL).network
+    wide = z_hat * 40  # up to about +-600, beyond INPUT_MAX * INPUT_STEP = 63
+    calibrated = copy.deepcopy(hyper_synthesis)
+    calibrated.calibrate(network.h_s, [z_hat] * (network.levels - 1) + [wide])
+    assert calibrated.input_steps[0] == INPUT_STEP and calibrated.input_steps[-1] > 8 * INPUT_STEP
+    top = torch.full((len(z_hat),), float(network.levels - 1))
+    clipped = copy.deepcopy(calibrated)
+    with torch.no_grad():
+        clipped.input_steps.fill_(INPUT_STEP)
+        reference = network.h_s(wide)
+        errors = [(h(wide, top) - reference).abs().mean() / reference.abs().mean() for h in (calibrated, clipped)]
+    assert errors[0] < 0.1 < errors[1]
 
 
 def test_weights_whose_sums_could_round_are_refused() -> None:
@@ -72,6 +103,21 @@ def test_weights_whose_sums_could_round_are_refused() -> None:
         hyper_synthesis.check_exact()
 
 
+def test_a_batch_on_the_models_device_gets_each_tiles_canonical_parameters() -> None:
+    """A GPU encoder computes the integer model's entropy parameters batched on its device; on the same
+    symbols they are bit for bit what each tile's decoder computes alone on the CPU. The float model
+    and its portable form keep them on the CPU (None)."""
+    coder = load_model(DEFAULT_MODEL)
+    z_symbols = np.random.default_rng(0).integers(-6, 7, (3, 64, 8, 8)).astype(np.int32)
+    for quality in (1.0, 4.5, 8.0):
+        batched = coder.batched_latent_parameters(z_symbols, quality, torch.device("cpu"))
+        for (scales, means), z in zip(batched, z_symbols):
+            alone = coder._latent_parameters(z, quality)
+            assert torch.equal(scales, alone[0]) and torch.equal(means, alone[1])
+    for model in ("tec-s2-gain-v1", "tec-s2-gain-v1-portable"):
+        assert load_model(model).batched_latent_parameters(z_symbols, 5.0, torch.device("cpu")) is None
+
+
 def _tiles(s2_scene: np.ndarray) -> np.ndarray:
     return np.stack([np.ascontiguousarray(s2_scene[:, y:y + 256, x:x + 256]) for y in (0, 256) for x in (0, 256, 512)])
 
@@ -81,7 +127,7 @@ def test_the_integer_model_codes_real_pixels_at_the_float_models_rate(s2_scene: 
     results = []
     for quality in (2.0, 5.0, 8.0):
         row = []
-        for model in ("tec-s2-gain-v1", INTEGER_MODEL):
+        for model in ("tec-s2-gain-v1", DEFAULT_MODEL):
             data = engine.encode(tiles, engine.EncodeSettings(model=model, quality=quality))
             decoded = engine.decode(data)
             row.append((len(data), metrics.psnr(metrics.mse(tiles.astype(np.float64), decoded.astype(np.float64)))))
@@ -98,7 +144,7 @@ def test_integer_model_chunks_decode_on_another_instruction_set(s2_scene: np.nda
     chunks (a scale crossed a table step, benchmarks/portability.py); the integer model's entropy
     parameters are exact, so every chunk decodes, within float rounding of the reconstruction."""
     tiles = _tiles(s2_scene)
-    chunks = [engine.encode(tiles[i:i + 1], engine.EncodeSettings(model=INTEGER_MODEL, quality=q))
+    chunks = [engine.encode(tiles[i:i + 1], engine.EncodeSettings(model=DEFAULT_MODEL, quality=q))
               for i in range(len(tiles)) for q in (1.0, 5.0)]
     for there, data in zip(decode_on_another_instruction_set(chunks), chunks):
         assert np.abs(there.astype(np.int64) - engine.decode(data).astype(np.int64)).max() <= 1

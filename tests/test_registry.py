@@ -108,6 +108,6 @@ def test_bundled_weights_fit_the_package_budget_and_modes_keep_their_weights() -
     """All shipped weights together stay within 25 MB; the temporal and portable modes stay bound to the
     weights their chunks were written with (not to whatever the default model is)."""
     assert sum(path.stat().st_size for path in registry.WEIGHTS_DIR.glob("*.pt")) <= 25 * 10 ** 6
-    assert {registry.INTEGER_MODEL, registry.DEFAULT_MODEL} <= set(registry.available_models())
+    assert {"tec-s2-gain-v1", registry.DEFAULT_MODEL} <= set(registry.available_models())
     assert registry.image_counterpart(registry.DEFAULT_TEMPORAL_MODEL) == "tec-s2-gain-v1"
     assert registry.PORTABLE_MODES == {"tec-s2-gain-v1-portable": "tec-s2-gain-v1"}

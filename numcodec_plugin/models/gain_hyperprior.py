@@ -203,7 +203,8 @@ class GainHyperpriorCoder:
     one tile at a time, single-threaded, tiles side by side in :mod:`numcodec_plugin.tile_pool`.
     So the streams and the decoded array do not depend on batch size, core count or the device
     that encoded. Only what is encoder-only (the analysis transform and the optional latent
-    refinement, :mod:`numcodec_plugin.models.latent_refinement`) runs batched on the model's device.
+    refinement, :mod:`numcodec_plugin.models.latent_refinement`) runs batched on the model's device,
+    and an integer hyper-synthesis, which gives the same bits anywhere (:meth:`batched_latent_parameters`).
     Entropy coding goes through :mod:`numcodec_plugin.models.entropy_coding`.
 
     Both copies run channels-last (:meth:`GainHyperprior.to_channels_last`).
@@ -251,6 +252,20 @@ class GainHyperpriorCoder:
         scales, means = self._decoder.hyper_parameters(z_hat, torch.tensor([quality - 1.0]))
         return scales[0], means[0]
 
+    def batched_latent_parameters(self, z_symbols: np.ndarray, quality: float,
+                                  device: torch.device) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Scales and means (CPU) of a batch's latents from its (B, N, h, w) hyper-latent symbols, all
+        tiles at once on ``device``, if that gives the canonical path's bits: with an integer
+        hyper-synthesis, exact on any device and batch. A GPU encoder so takes the hyper-synthesis off
+        its CPUs. None when the tiles must compute them one by one on the CPU (:meth:`_latent_parameters`):
+        a float hyper-synthesis or the portable decoder."""
+        if self._decoder is not self._canonical or not isinstance(self.network.h_s, IntegerHyperSynthesis):
+            return None
+        with torch.inference_mode():
+            z_hat = torch.from_numpy(z_symbols).float().to(device) + self._medians.to(device)
+            scales, means = self.network.hyper_parameters(z_hat, torch.full((len(z_symbols),), quality - 1.0, device=device))
+        return list(zip(scales.cpu(), means.cpu()))
+
     def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:
         return (self._canonical.entropy_bottleneck.channels, tile_shape[0] // 32, tile_shape[1] // 32)
 
@@ -276,9 +291,10 @@ class GainHyperpriorCoder:
                                   self.rate_lambda(quality), refinement_steps)
         return y, z
 
-    def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float) -> tuple[CodedTile, torch.Tensor]:
-        """One tile's streams and its reconstruction."""
-        scales, means = self._latent_parameters(z_symbols, quality)
+    def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float,
+                   parameters: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[CodedTile, torch.Tensor]:
+        """One tile's streams and its reconstruction; the latent's ``parameters`` unless computed here."""
+        scales, means = parameters or self._latent_parameters(z_symbols, quality)
         y_symbols = clip_symbols((y - means).numpy())
         tile = CodedTile((encode_latent(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
                          symbol_checksum(y_symbols, z_symbols))
@@ -299,7 +315,10 @@ class GainHyperpriorCoder:
 
     def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0) -> tuple[list[CodedTile], torch.Tensor]:
         y, z_symbols = self._analyse_tiles(x, quality, refinement_steps)
-        coded = map_tiles(lambda i: self._code_tile(y[i], z_symbols[i], quality), range(x.shape[0]))
+        # on a GPU an integer hyper-synthesis runs there, batched; on CPU the tile pool runs it tile by tile
+        batched = self.batched_latent_parameters(z_symbols, quality, x.device) if x.device.type != "cpu" else None
+        parameters = batched or [None] * x.shape[0]
+        coded = map_tiles(lambda i: self._code_tile(y[i], z_symbols[i], quality, parameters[i]), range(x.shape[0]))
         return [tile for tile, _ in coded], torch.cat([x_hat for _, x_hat in coded])
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float,

@@ -7,7 +7,9 @@ lands near a step of the scale table falls on the other side (``docs/benchmarks/
 Following Ballé, Johnston and Minnen ("Integer networks for data compression with latent-variable
 models", ICLR 2019), this hyper-synthesis computes with integers wherever order could matter:
 
-* its input is the decoded hyper-latent in integer steps of ``INPUT_STEP``, clamped to ``+-INPUT_MAX``;
+* its input is the decoded hyper-latent in integer steps, clamped to ``+-INPUT_MAX``: a step per
+  quality level, at least ``INPUT_STEP`` (the hyper-latents of high qualities span +-300 and more,
+  which steps of ``INPUT_STEP`` would clip);
 * every weight is an integer in ``+-WEIGHT_MAX`` times a per-output-channel step;
 * every hidden activation is an integer in ``+-ACTIVATION_MAX``: the float network's LeakyReLU of
   the layer's output, divided by a step per layer and quality level (interpolated linearly between
@@ -34,7 +36,7 @@ from torch import nn
 from numcodec_plugin.errors import ConfigurationError
 
 #: the input, the decoded hyper-latent (integer symbols plus the bottleneck's float medians), in steps
-#: of 1/8 (exact in binary), clamped to +-63
+#: of at least 1/8 (the step of low qualities), clamped to +-INPUT_MAX steps
 INPUT_STEP = 0.125
 INPUT_MAX = 504
 ACTIVATION_MAX = 255
@@ -102,6 +104,24 @@ class IntegerConvolution(nn.Module):
             weight, step = self._weights()
             self.frozen_weight, self.frozen_step = weight.detach().clone(), step.detach().clone()
 
+    def convolve(self, activations: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The layer's (transposed) convolution, in the inputs' dtype."""
+        if self.transposed:
+            return F.conv_transpose2d(activations, weight, None, self.stride, self.padding, self.output_padding)
+        return F.conv2d(activations, weight, None, self.stride, self.padding)
+
+    def sums(self, activations: torch.Tensor, weight: torch.Tensor, in_float64: bool | None = None) -> torch.Tensor:
+        """The convolution's integer sums, exact on any device. On CPU (``in_float64`` None: any other
+        device) in float32, whose direct convolution :meth:`IntegerHyperSynthesis.check_exact` has
+        checked. Elsewhere a library may pick an algorithm that transforms its inputs (Winograd's, an
+        FFT), inexact in float32; in float64 its error on these sums (below 2**24) is far below 0.5, so
+        rounding gives the exact integers."""
+        if in_float64 is None:
+            in_float64 = activations.device.type != "cpu"
+        if not in_float64:
+            return self.convolve(activations, weight)
+        return _round(self.convolve(activations.double(), weight.double())).float()
+
     def output_step(self, quality: torch.Tensor) -> torch.Tensor:
         return _per_level(self.output_steps, quality)
 
@@ -109,11 +129,7 @@ class IntegerConvolution(nn.Module):
         """Integer ``activations`` of (B,) steps ``input_step`` -> this layer's integer activations
         (hidden layer) or real outputs (output layer), float32."""
         weight, weight_step = self._weights()
-        if self.transposed:
-            sums = F.conv_transpose2d(activations, weight, None, self.stride, self.padding, self.output_padding)
-        else:
-            sums = F.conv2d(activations, weight, None, self.stride, self.padding)
-        values = sums * (input_step[:, None] * weight_step[None, :])[:, :, None, None] + self.bias[None, :, None, None]
+        values = self.sums(activations, weight) * (input_step[:, None] * weight_step[None, :])[:, :, None, None] + self.bias[None, :, None, None]
         if self.output_steps is None:
             return values
         step = self.output_step(quality)[:, None, None, None]
@@ -138,22 +154,30 @@ class IntegerHyperSynthesis(nn.Module):
         between them); activation steps 1 until :meth:`calibrate`."""
         super().__init__()
         convolutions = _convolutions(h_s)
+        #: step of the input (the decoded hyper-latent) per quality level
+        self.input_steps = nn.Parameter(torch.full((levels,), INPUT_STEP))
         self.layers = nn.ModuleList(IntegerConvolution(conv, levels, hidden=i < len(convolutions) - 1)
                                     for i, conv in enumerate(convolutions))
 
     def calibrate(self, h_s: nn.Sequential, z_hat_by_level: list[torch.Tensor]) -> None:
-        """Set each hidden layer's activation step per quality level so that the 99.99th percentile of the
-        float ``h_s``'s activation magnitudes on that level's hyper-latents maps to ``ACTIVATION_MAX``."""
+        """Set the steps per quality level so that the 99.99th percentile of the magnitudes on that level's
+        hyper-latents maps to ``INPUT_MAX`` (input; the step is at least ``INPUT_STEP``) and those of the
+        float ``h_s``'s activations to ``ACTIVATION_MAX`` (hidden layers)."""
         generator = torch.Generator().manual_seed(0)
+
+        def percentile(x: torch.Tensor) -> float:
+            sample = x.abs().flatten()[torch.randperm(x.numel(), generator=generator)[:1_000_000]]
+            return float(torch.quantile(sample, 0.9999))
+
         with torch.no_grad():
             for level, x in enumerate(z_hat_by_level):
+                self.input_steps[level] = max(percentile(x) / INPUT_MAX, INPUT_STEP)
                 for conv, layer in zip(_convolutions(h_s), self.layers):
                     x = conv(x)
                     if layer.output_steps is None:
                         break
                     x = F.leaky_relu(x, NEGATIVE_SLOPE)
-                    sample = x.abs().flatten()[torch.randperm(x.numel(), generator=generator)[:1_000_000]]
-                    layer.output_steps[level] = max(float(torch.quantile(sample, 0.9999)), 1e-4) / ACTIVATION_MAX
+                    layer.output_steps[level] = max(percentile(x), 1e-4) / ACTIVATION_MAX
 
     def freeze(self) -> "IntegerHyperSynthesis":
         for layer in self.layers:
@@ -161,8 +185,8 @@ class IntegerHyperSynthesis(nn.Module):
         return self
 
     def forward(self, z_hat: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-        activations = _round(z_hat.float() / INPUT_STEP).clamp(-INPUT_MAX, INPUT_MAX)
-        step = torch.full((z_hat.shape[0],), INPUT_STEP, dtype=torch.float32, device=z_hat.device)
+        step = _per_level(self.input_steps, quality)
+        activations = _round(z_hat.float() / step[:, None, None, None]).clamp(-INPUT_MAX, INPUT_MAX)
         for layer in self.layers:
             activations = layer(activations, step, quality)
             if layer.output_steps is not None:
@@ -188,11 +212,9 @@ class IntegerHyperSynthesis(nn.Module):
         probe = torch.randint(-INPUT_MAX, INPUT_MAX + 1, (1, channels, *hyper_latent_size), generator=generator).float()
         for i, layer in enumerate(self.layers):
             weight = layer._weights()[0].detach()
-            extra = {"output_padding": layer.output_padding} if layer.transposed else {}
-            convolve = F.conv_transpose2d if layer.transposed else F.conv2d
             with torch.no_grad():
-                single = convolve(probe, weight, None, layer.stride, layer.padding, **extra)
-                double = convolve(probe.double(), weight.double(), None, layer.stride, layer.padding, **extra)
+                single = layer.convolve(probe, weight)
+                double = layer.convolve(probe.double(), weight.double())
             if not torch.equal(single.double(), double):
                 raise ConfigurationError(f"integer hyper-synthesis: this machine's float32 convolution of layer {i} is not exact")
             probe = torch.randint(-ACTIVATION_MAX, ACTIVATION_MAX + 1, single.shape, generator=generator).float()

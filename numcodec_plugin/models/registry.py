@@ -2,20 +2,21 @@
 
 Names:
 
-* ``"tec-s2-gain-v1"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
-  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8.
+* ``"tec-s2-gain-v2"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
+  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8. Its hyper-synthesis
+  computes with integers (:mod:`numcodec_plugin.models.integer_hyper_synthesis`), so every CPU and
+  GPU derives the same entropy parameters: its lossy chunks decode on CPUs with other instruction
+  sets (to within float rounding of the reconstruction) instead of being refused now and then.
+* ``"tec-s2-gain-v1"``: the first bundled model, the same transforms with a float hyper-synthesis
+  (the default until the integer one matched its rate); its chunks decode as they always did.
 * ``"tec-fp"``, ``"tec-elic"``: official TerraCodec image models, quality 1..5 = the published
   lambdas (see :mod:`numcodec_plugin.models.official` for where weights are found).
 * ``"tec-tt-l2a"``, ``"tec-tt-l1c"`` (quality = published lambda), ``"flextec"`` (quality 1..16):
   official temporal models (:mod:`numcodec_plugin.models.official_temporal`).
 * ``"tec-s2-temporal-v1"`` (:data:`DEFAULT_TEMPORAL_MODEL`): the bundled temporal mode, the bundled
-  image model predicting each frame's latent from the previous one
+  ``tec-s2-gain-v1`` predicting each frame's latent from the previous one
   (:mod:`numcodec_plugin.models.temporal_gain_hyperprior`); same weights and qualities.
-* ``"tec-s2-gain-v2"`` (:data:`INTEGER_MODEL`): the same transforms and qualities with an integer
-  hyper-synthesis (:mod:`numcodec_plugin.models.integer_hyper_synthesis`), so every CPU derives the
-  same entropy parameters: its lossy chunks decode on CPUs with other instruction sets (to within
-  float rounding of the reconstruction) instead of being refused now and then.
-* ``"tec-s2-gain-v1-portable"``: the bundled model evaluated so that any CPU reproduces its decoder
+* ``"tec-s2-gain-v1-portable"``: ``tec-s2-gain-v1`` evaluated so that any CPU reproduces its whole decoder
   (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`): its chunks decode to the same
   values on CPUs with other instruction sets, at the cost of float64 arithmetic; same weights and qualities.
 * ``"test-fixed-seed"`` / ``"test-fixed-seed-l1c"`` / ``"test-fixed-seed-temporal"``: tiny randomly
@@ -41,9 +42,7 @@ from numcodec_plugin.models.official_temporal import OfficialTemporalCoder, load
 from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpriorCoder
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
-DEFAULT_MODEL = "tec-s2-gain-v1"
-#: the bundled model with an integer hyper-synthesis (its entropy parameters are exact on any CPU)
-INTEGER_MODEL = "tec-s2-gain-v2"
+DEFAULT_MODEL = "tec-s2-gain-v2"
 DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}

@@ -5,8 +5,8 @@ reconstruction are the base model's; only the entropy parameters are relearnt, a
 latent's rate depends on them. That makes the fine-tuning cheap: the analysis transform runs once,
 over a bank of random 256 x 256 training crops (flipped and rotated), and each step runs the
 frozen hyper-analysis and the trained hyper-synthesis on a batch of banked latents at random
-continuous qualities, minimising the latent's estimated bits (uniform noise for rounding). The
-log reports those bits against the float hyper-synthesis's on the same batch.
+qualities (half of them integer levels), minimising the bits of the latent's coded symbols relative
+to the float hyper-synthesis's on the same batch (:func:`latent_bits`), which the log reports.
 
     terracodec-train integer-hyper-synthesis --base numcodec_plugin/models/weights/tec-s2-gain-v1.pt \\
         --out runs/integer-hs --steps 6000
@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior
-from numcodec_plugin.models.integer_hyper_synthesis import IntegerHyperSynthesis
+from numcodec_plugin.models.integer_hyper_synthesis import INPUT_STEP, IntegerHyperSynthesis
 from numcodec_plugin.models.registry import read_network
 from numcodec_plugin.training.data import CropSampler, load_images
 
@@ -63,13 +63,26 @@ def hyper_latents(network: GainHyperprior, analysed: torch.Tensor, level: torch.
 
 
 def latent_bits(network: GainHyperprior, y: torch.Tensor, z_hat: torch.Tensor, level: torch.Tensor,
-                noise: torch.Tensor) -> torch.Tensor:
-    """Per-sample estimated bits of ``y`` (``y + noise`` standing in for rounding) under ``network``'s
-    entropy parameters."""
+                noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample bits of ``y`` under ``network``'s entropy parameters, two ways:
+
+    * coded: the bits of the symbols the coder writes, ``round(y - means)``, under the scales; what
+      the chunk costs. Its gradient reaches the scales only (the symbols are piecewise constant in
+      the means).
+    * noisy: ``y + noise`` standing in for rounding, under the means (scales held): the gradient for
+      the means. At low qualities, where most symbols are 0, it overstates the rate several-fold,
+      which is why the coded bits are the objective.
+    """
     scales, means = network.hyper_parameters(z_hat, level)
     conditional = network.gaussian_conditional
-    likelihood = conditional.likelihood_lower_bound(conditional._likelihood(y + noise, scales, means))
-    return -torch.log2(likelihood).flatten(1).sum(1)
+
+    def bits(values: torch.Tensor, scales: torch.Tensor, means: torch.Tensor | None) -> torch.Tensor:
+        likelihood = conditional.likelihood_lower_bound(conditional._likelihood(values, scales, means))
+        return -torch.log2(likelihood).flatten(1).sum(1)
+
+    coded = bits(torch.round(y - means).detach(), scales, None)
+    noisy = bits(y + noise, scales.detach(), means)
+    return coded, noisy
 
 
 def fine_tune(args: argparse.Namespace) -> None:
@@ -110,16 +123,18 @@ def fine_tune(args: argparse.Namespace) -> None:
             group["lr"] = lr
         index = torch.randint(len(bank), (args.batch,), generator=generator)
         level = torch.rand(args.batch, generator=generator) * (base.levels - 1)
+        level[::2] = level[::2].round()  # half the batch at the integer levels, where most chunks are coded
         with torch.no_grad():
             y, z_hat = hyper_latents(base, bank[index], level)
             noise = torch.rand(y.shape, generator=generator) - 0.5
-            float_bits = latent_bits(base, y, z_hat, level, noise)
-        bits = latent_bits(network, y, z_hat, level, noise)
-        loss = (bits / float_bits).mean()  # relative, so every quality counts alike
+            float_bits, float_noisy = latent_bits(base, y, z_hat, level, noise)
+        bits, noisy = latent_bits(network, y, z_hat, level, noise)
+        loss = (bits / float_bits + noisy / float_noisy).mean()  # relative, so every quality counts alike
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         with torch.no_grad():
+            hyper_synthesis.input_steps.clamp_(min=INPUT_STEP)
             for layer in hyper_synthesis.layers:
                 if layer.output_steps is not None:
                     layer.output_steps.clamp_(min=1e-6)

