@@ -246,10 +246,16 @@ class GainHyperpriorCoder:
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return network.gains(torch.full((batch,), quality - 1.0, device=device))
 
+    def _entropy_parameters(self, z_symbols: np.ndarray, quality: float, network: GainHyperprior | PortableDecoder,
+                            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M, h, w) scales and means of a batch of latents from their (B, N, h', w') hyper-latent
+        symbols, computed by ``network`` on ``device``."""
+        z_hat = torch.from_numpy(z_symbols).float().to(device) + self._medians.to(device)
+        return network.hyper_parameters(z_hat, torch.full((len(z_symbols),), quality - 1.0, device=device))
+
     def _latent_parameters(self, z_symbols: np.ndarray, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols."""
-        z_hat = torch.from_numpy(z_symbols[None]).float() + self._medians
-        scales, means = self._decoder.hyper_parameters(z_hat, torch.tensor([quality - 1.0]))
+        """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols (canonical path)."""
+        scales, means = self._entropy_parameters(z_symbols[None], quality, self._decoder, torch.device("cpu"))
         return scales[0], means[0]
 
     def batched_latent_parameters(self, z_symbols: np.ndarray, quality: float,
@@ -262,8 +268,7 @@ class GainHyperpriorCoder:
         if self._decoder is not self._canonical or not isinstance(self.network.h_s, IntegerHyperSynthesis):
             return None
         with torch.inference_mode():
-            z_hat = torch.from_numpy(z_symbols).float().to(device) + self._medians.to(device)
-            scales, means = self.network.hyper_parameters(z_hat, torch.full((len(z_symbols),), quality - 1.0, device=device))
+            scales, means = self._entropy_parameters(z_symbols, quality, self.network, device)
         return list(zip(scales.cpu(), means.cpu()))
 
     def _hyper_latent_shape(self, tile_shape: tuple[int, int]) -> tuple[int, int, int]:

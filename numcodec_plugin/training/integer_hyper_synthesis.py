@@ -8,9 +8,11 @@ frozen hyper-analysis and the trained hyper-synthesis on a batch of banked laten
 qualities (half of them integer levels), minimising the bits of the latent's coded symbols relative
 to the float hyper-synthesis's on the same batch (:func:`latent_bits`), which the log reports.
 
+The shipped ``tec-s2-gain-v2`` (model card, "Integer hyper-synthesis"):
+
     terracodec-train integer-hyper-synthesis --base numcodec_plugin/models/weights/tec-s2-gain-v1.pt \\
-        --out runs/integer-hs --steps 6000
-    terracodec-train export-integer-hyper-synthesis runs/integer-hs/checkpoint.pt \\
+        --out runs/integer-hs-2 --steps 3000 --bank 1024
+    terracodec-train export-integer-hyper-synthesis runs/integer-hs-2/checkpoint.pt \\
         numcodec_plugin/models/weights/tec-s2-gain-v2.pt --name tec-s2-gain-v2
 """
 
@@ -70,8 +72,8 @@ def latent_bits(network: GainHyperprior, y: torch.Tensor, z_hat: torch.Tensor, l
       the chunk costs. Its gradient reaches the scales only (the symbols are piecewise constant in
       the means).
     * noisy: ``y + noise`` standing in for rounding, under the means (scales held): the gradient for
-      the means. At low qualities, where most symbols are 0, it overstates the rate several-fold,
-      which is why the coded bits are the objective.
+      the means. At low qualities, where most symbols are 0, it is a poor estimate of the rate
+      (noise spreads every zero over a whole bin), which is why the coded bits are the objective.
     """
     scales, means = network.hyper_parameters(z_hat, level)
     conditional = network.gaussian_conditional
@@ -173,7 +175,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--base", required=True, help="shipped weights file of the float model")
     run.add_argument("--data", default="../shared/data/s2")
     run.add_argument("--out", default="runs/integer-hs")
-    run.add_argument("--steps", type=int, default=6000)
+    run.add_argument("--steps", type=int, default=3000)
     run.add_argument("--batch", type=int, default=8)
     run.add_argument("--bank", type=int, default=1024, help="analysed 256 x 256 crops to train on")
     run.add_argument("--lr", type=float, default=1e-4)
