@@ -17,6 +17,11 @@ through), ``peak RSS end`` after reading the whole cube into memory. Speeds are 
 uint16 data (10^6 bytes). Threads: Dask's local threaded scheduler with ``--threads`` threads,
 Zarr's codec pool of the same size, torch intra-op threads 1 (see docs/dask-gpus.md).
 
+For TerraCodec, ``CPU decode identical`` says whether a fresh process that sees no GPU
+(``CUDA_VISIBLE_DEVICES`` empty) and decodes serially (one thread, Dask's synchronous scheduler)
+gets the very array that the writing process read back with all its threads: on a GPU run, the
+GPU-encode / CPU-decode round trip; on a CPU run, decoding in a new process and another thread count.
+
     python -m benchmarks.dask_throughput --size 2048 --time-steps 4
     python -m benchmarks.dask_throughput --size 512 --time-steps 1 --model test-fixed-seed   # smoke run
 """
@@ -24,6 +29,7 @@ Zarr's codec pool of the same size, torch intra-op threads 1 (see docs/dask-gpus
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -102,6 +108,31 @@ def store_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def array_digest(values: np.ndarray) -> str:
+    """SHA-256 of an array's bytes: two decodes agree when their digests do."""
+    return hashlib.sha256(np.ascontiguousarray(values).tobytes()).hexdigest()
+
+
+def serial_cpu_digest(store: Path) -> str:
+    """The digest of ``store``'s cube decoded in a fresh process without GPUs, serially."""
+    command = [sys.executable, "-m", "benchmarks.dask_throughput", "--decode-digest", str(store)]
+    out = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    if out.returncode:
+        raise SystemExit(f"CPU decode of {store} failed:\n{out.stderr[-4000:]}")
+    return out.stdout.strip().splitlines()[-1]
+
+
+def decode_digest(store: Path) -> str:
+    """In this process: decode ``store`` on one thread with Dask's synchronous scheduler; its digest."""
+    import dask
+
+    from xr_terracodec.dask import configure_process
+
+    configure_process(tile_threads=1, zarr_threads=1, device="cpu")
+    with dask.config.set(scheduler="synchronous"):
+        return array_digest(xr.open_zarr(store).reflectance.values)
+
+
 def run_one(codec: str, args: argparse.Namespace) -> dict[str, Any]:
     """Write and read the cube with ``codec`` in this process; the measurements as a dict.
 
@@ -133,8 +164,9 @@ def run_one(codec: str, args: argparse.Namespace) -> dict[str, Any]:
         read_s = time.perf_counter() - start
         errors = (ds.reflectance.data.astype(np.float64) - da.from_array(decoded.values, chunks=ds.reflectance.data.chunks)) ** 2
         mse = float(errors.mean().compute())
+    identical = array_digest(decoded.values) == serial_cpu_digest(store) if codec == "terracodec" else None
     return {
-        "codec": codec, "raw_mb": raw_mb, "store_mb": store_bytes(store) / 1e6,
+        "codec": codec, "raw_mb": raw_mb, "store_mb": store_bytes(store) / 1e6, "cpu_decode_identical": identical,
         "write_mb_s": raw_mb / write_s, "read_mb_s": raw_mb / read_s,
         "psnr_db": metrics.psnr(mse),
         "rss_start_mb": start_rss, "peak_rss_write_mb": write_rss, "peak_rss_end_mb": peak_rss_mb(),
@@ -145,15 +177,16 @@ def table(results: list[dict[str, Any]]) -> str:
     """Markdown table; the last three columns relative to JPEG 2000 (when it ran)."""
     base = next((r for r in results if r["codec"] == "jpeg2k"), None)
     head = ("| codec | store MB | ratio | write MB/s | read MB/s | PSNR dB | RSS start MB | peak RSS write MB "
-            "| peak RSS end MB | size vs J2K | write vs J2K | read vs J2K |\n|" + " --- |" * 12)
+            "| peak RSS end MB | CPU decode identical | size vs J2K | write vs J2K | read vs J2K |\n|" + " --- |" * 13)
     rows = []
     for r in results:
+        identical = {True: "yes", False: "**no**", None: "-"}[r.get("cpu_decode_identical")]
         versus = ["-"] * 3 if base is None else [f"{r['store_mb'] / base['store_mb']:.3f}x",
                                                   f"{r['write_mb_s'] / base['write_mb_s']:.2f}x",
                                                   f"{r['read_mb_s'] / base['read_mb_s']:.2f}x"]
         rows.append(f"| {r['codec']} | {r['store_mb']:.2f} | {r['raw_mb'] / r['store_mb']:.1f} | {r['write_mb_s']:.2f} "
                     f"| {r['read_mb_s']:.2f} | {r['psnr_db']:.2f} | {r['rss_start_mb']:.0f} | {r['peak_rss_write_mb']:.0f} "
-                    f"| {r['peak_rss_end_mb']:.0f} | " + " | ".join(versus) + " |")
+                    f"| {r['peak_rss_end_mb']:.0f} | {identical} | " + " | ".join(versus) + " |")
     return "\n".join([head, *rows])
 
 
@@ -175,6 +208,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--only", choices=CODECS, help=argparse.SUPPRESS)  # one codec, in this process
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--decode-digest", type=Path, default=None, help=argparse.SUPPRESS)  # see serial_cpu_digest
     args = parser.parse_args(argv)
     if args.size < 256 or args.size % 256:
         parser.error(f"--size must be a multiple of 256 (the chunk side), got {args.size}")
@@ -183,6 +217,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.decode_digest:
+        print(decode_digest(args.decode_digest))
+        return
     if args.only:
         print(json.dumps(run_one(args.only, args)))
         return

@@ -171,16 +171,23 @@ def pack(chunk: Chunk) -> bytes:
         for part in (r.high, r.low, r.exceptions):
             out += _varint(len(part)) + part
     for tile in chunk.tiles:
-        out += struct.pack("<I", tile.checksum)
-        if len(tile.offsets) != h.shape[-3]:
-            raise ValueError(f"tile has {len(tile.offsets)} DC offsets for {h.shape[-3]} bands")
-        for value in tile.offsets:
-            out += _varint((value << 1) ^ (value >> 63))
-        if flags & FLAG_LOWPASS:
-            out += _pack_correction(tile.correction)
-        for stream in tile.streams:
-            out += _varint(len(stream)) + stream
+        out += pack_tile(tile, h.shape[-3], lowpass=bool(flags & FLAG_LOWPASS))
     out += struct.pack("<I", zlib.crc32(out))
+    return bytes(out)
+
+
+def pack_tile(tile: CodedTile, bands: int, lowpass: bool) -> bytes:
+    """One tile's bytes in a chunk of ``bands`` bands (``lowpass``: the chunk has flag bit 5); what
+    :func:`pack` writes for it, and what the encoder counts when it compares two codings of a tile."""
+    if len(tile.offsets) != bands:
+        raise ValueError(f"tile has {len(tile.offsets)} DC offsets for {bands} bands")
+    out = bytearray(struct.pack("<I", tile.checksum))
+    for value in tile.offsets:
+        out += _varint((value << 1) ^ (value >> 63))
+    if lowpass:
+        out += _pack_correction(tile.correction)
+    for stream in tile.streams:
+        out += _varint(len(stream)) + stream
     return bytes(out)
 
 

@@ -159,16 +159,21 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     groups: dict[tuple[tuple[int, int], int], list[int]] = {}
     for index, (p, (_, span)) in enumerate(zip(prepared, orders)):
         groups.setdefault((p.tile_shape, span), []).append(index)
+    # refined latents are chosen per tile against the analysed ones, by the cost after the corrections
+    latent_choices = (0, settings.refinement_steps) if settings.refinement_steps else (0,)
+    rate_lambda = coder.rate_lambda(quality)
     for (_, span), members in groups.items():
         units = np.concatenate([prepared[i].tiles[orders[i][0]] for i in members])
-        tiles, decoded = _compress_units(coder, units, span, quality, batch_size, settings.refinement_steps)
+        candidates = [_compress_units(coder, units, span, quality, batch_size, steps) for steps in latent_choices]
         offset = 0
         for i in members:
             order, _ = orders[i]
             frame_major = np.argsort(order) + offset
-            reconstructed[i] = decoded[frame_major]
-            coded[i] = _with_corrections([tiles[k] for k in frame_major], reconstructed[i], prepared[i].tiles,
-                                         prepared[i].valid, coder.identity.std, coder.rate_lambda(quality))
+            codings = [(_with_corrections([tiles[k] for k in frame_major], decoded[frame_major], prepared[i].tiles,
+                                          prepared[i].valid, coder.identity.std, rate_lambda), decoded[frame_major])
+                       for tiles, decoded in candidates]
+            coded[i], reconstructed[i] = _cheapest_per_tile(codings, prepared[i].tiles, prepared[i].valid,
+                                                            coder.identity.std, rate_lambda)
             offset += len(order)
     out = []
     for array, p, tiles, decoded in zip(arrays, prepared, coded, reconstructed):
@@ -223,6 +228,15 @@ def bounded_quality_candidates(model: str | None) -> list[float]:
 OFFSET_STEP = 2.0  # DN per unit of a tile's stored DC offset
 
 
+def _error_dn(decoded: np.ndarray, original: np.ndarray, std: tuple[float, ...]) -> np.ndarray:
+    """A tile's (bands, th, tw) float64 reconstruction error in DN, from its standardised reconstruction
+    and original (in place, in the order of ``(decoded - original) * std``)."""
+    error = decoded.astype(np.float64)
+    error -= original
+    error *= np.asarray(std, dtype=np.float64)[:, None, None]
+    return error
+
+
 def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np.ndarray, valid: np.ndarray,
                       std: tuple[float, ...], rate_lambda: float | None) -> list[CodedTile]:
     """Tiles carrying the engine's corrections of the learned reconstruction, measured against the originals.
@@ -235,12 +249,9 @@ def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np
 
     Tiles are measured side by side in the tile pool.
     """
-    scale = np.asarray(std, dtype=np.float64)[:, None, None]
 
     def corrected(k: int) -> CodedTile:
-        error = decoded[k].astype(np.float64)  # then in place, in the order of (decoded - originals) * scale
-        error -= originals[k]
-        error *= scale
+        error = _error_dn(decoded[k], originals[k], std)
         weight = valid[k, 0]
         count = int(weight.sum())
         mean_error = (error if count == weight.size else error * weight).sum(axis=(-2, -1)) / max(count, 1)
@@ -250,6 +261,36 @@ def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np
         return replace(tiles[k], offsets=tuple(int(v) for v in steps), correction=correction)
 
     return map_tiles(corrected, range(len(tiles)))
+
+
+def _coded_cost(tile: CodedTile, decoded: np.ndarray, original: np.ndarray, valid: np.ndarray,
+                std: tuple[float, ...], rate_lambda: float) -> float:
+    """``rate_lambda * D + R`` of one corrected tile as the decoder will see it, the trade-off the network
+    was trained for: D the mean squared error in reflectance units over the valid pixels after the DC
+    offsets and the low-pass correction, R the tile's bytes in the chunk
+    (:func:`~numcodec_plugin.bitstream.pack_tile`) in bits per valid pixel and band."""
+    error = _error_dn(decoded, original, std)
+    error -= np.asarray(tile.offsets, dtype=np.float64)[:, None, None] * OFFSET_STEP
+    if tile.correction is not None:
+        error -= lowpass.correction_field(tile.correction, error.shape[0], error.shape[1:])
+    values = max(int(valid.sum()), 1) * error.shape[0]
+    squared = float(np.sum(error * error * valid)) / values
+    bits = 8 * len(bitstream.pack_tile(tile, error.shape[0], lowpass=True)) / values
+    return rate_lambda * squared / lowpass.DN_PER_REFLECTANCE_SQUARED + bits
+
+
+def _cheapest_per_tile(codings: list[tuple[list[CodedTile], np.ndarray]], originals: np.ndarray, valid: np.ndarray,
+                       std: tuple[float, ...], rate_lambda: float) -> tuple[list[CodedTile], np.ndarray]:
+    """Of several codings of the same tiles (corrected tiles and their standardised reconstruction each),
+    per tile the one of lowest :func:`_coded_cost` (the first on a tie); the coded tiles and the
+    reconstruction that goes with them. One coding is returned as it is."""
+    if len(codings) == 1:
+        return codings[0]
+    costs = [map_tiles(lambda k: _coded_cost(tiles[k], decoded[k], originals[k], valid[k, 0], std, rate_lambda),
+                       range(len(tiles))) for tiles, decoded in codings]
+    choice = np.argmin(costs, axis=0)
+    return ([codings[c][0][k] for k, c in enumerate(choice)],
+            np.stack([codings[c][1][k] for k, c in enumerate(choice)]))
 
 
 def _unit_order(shape: tuple[int, ...], tile_shape: tuple[int, int], temporal: bool) -> tuple[np.ndarray, int]:

@@ -15,7 +15,10 @@ quantisation of Minnen and Singh 2020). Every step also scores the iterate as th
 (exact discrete likelihoods), and each tile keeps its best one, so refinement never leaves a tile
 costlier than the analysis transform's latents by this measure. The measure leaves out what the
 engine corrects after the network almost for free, each band's mean error per tile (its DC
-offsets); the low-pass layer, which costs bits, is not modelled. The latent is optimised in units
+offsets); the low-pass layer, which costs bits, is not modelled here. Refined latents can therefore
+lose to the analysed ones once that layer is added, so the engine codes each tile both ways and keeps
+the cheaper after all corrections (``numcodec_plugin.engine``: one more coding pass, without
+refinement; the refined chunk then never costs more than the unrefined one). The latent is optimised in units
 of the un-gained analysis output (``y / gain``), so one learning rate serves every quality.
 ``benchmarks/rd_benchmark.py --refinement-steps`` measures what it buys and what it costs.
 """
