@@ -164,7 +164,8 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     rate_lambda = coder.rate_lambda(quality)
     for (_, span), members in groups.items():
         units = np.concatenate([prepared[i].tiles[orders[i][0]] for i in members])
-        candidates = [_compress_units(coder, units, span, quality, batch_size, steps) for steps in latent_choices]
+        candidates = [_compress_units(coder, units, span, quality, batch_size, steps, settings.max_error is not None)
+                      for steps in latent_choices]
         offset = 0
         for i in members:
             order, _ = orders[i]
@@ -308,10 +309,13 @@ def _unit_order(shape: tuple[int, ...], tile_shape: tuple[int, int], temporal: b
 
 
 def _compress_units(coder: AnyCoder, tiles: np.ndarray, span: int, quality: float, batch_size: int,
-                    refinement_steps: int) -> tuple[list[CodedTile], np.ndarray]:
+                    refinement_steps: int, exact_reconstruction: bool) -> tuple[list[CodedTile], np.ndarray]:
     """Code tiles in unit order (``span`` tiles per unit), in batches of units; returns the coded tiles
     and the decoder's (standardised) reconstruction, both in unit order. Image coders refine each
     tile's latents by ``refinement_steps`` steps (temporal ones take none: :func:`check_refinement`).
+    The residual layer of an error-bounded chunk needs the reconstruction bit for bit
+    (``exact_reconstruction``); the corrections of a lossy chunk only need it close, so an image coder
+    on a GPU may synthesise it there (:meth:`~numcodec_plugin.models.base.TileCoder.compress`).
 
     Batch size, device slots and OOM halving follow :mod:`numcodec_plugin.runtime`.
     """
@@ -323,7 +327,7 @@ def _compress_units(coder: AnyCoder, tiles: np.ndarray, span: int, quality: floa
             sequences, x_hat = coder.compress(x.unflatten(0, (stop - start, span)), quality)
             coded, x_hat = [tile for sequence in sequences for tile in sequence], x_hat.flatten(0, 1)
         else:
-            coded, x_hat = coder.compress(x, quality, refinement_steps)
+            coded, x_hat = coder.compress(x, quality, refinement_steps, exact_reconstruction)
         return coded, x_hat.float().cpu().numpy()
 
     pixels = span * tiles.shape[-2] * tiles.shape[-1]

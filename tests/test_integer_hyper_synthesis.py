@@ -122,6 +122,22 @@ def _tiles(s2_scene: np.ndarray) -> np.ndarray:
     return np.stack([np.ascontiguousarray(s2_scene[:, y:y + 256, x:x + 256]) for y in (0, 256) for x in (0, 256, 512)])
 
 
+def test_a_batched_device_synthesis_is_the_decoders_within_float_rounding(s2_scene: np.ndarray) -> None:
+    """What a GPU encoder measures a lossy chunk's corrections on: the whole batch's reconstruction on
+    its device, close to (not bit for bit) each tile's canonical CPU synthesis. Error-bounded chunks
+    never take it (``exact_reconstruction``)."""
+    coder = load_model(DEFAULT_MODEL)
+    x = torch.from_numpy(_tiles(s2_scene)[:3].astype(np.float32))
+    x = (x - torch.tensor(coder.identity.mean)[:, None, None]) / torch.tensor(coder.identity.std)[:, None, None]
+    with torch.inference_mode():
+        _, canonical = coder.compress(x, 5.0)
+        y, z_symbols = coder._analyse_tiles(x, 5.0, 0)
+        y_hat = torch.stack([coder._code_tile(y[i], z_symbols[i], 5.0, None)[1] for i in range(3)])
+        batched = coder.device_synthesis(y_hat, 5.0, torch.device("cpu"))
+    assert batched.shape == canonical.shape == x.shape
+    torch.testing.assert_close(batched, canonical, rtol=0, atol=1e-4)  # standardised units: ~0.01 DN and less
+
+
 def test_the_integer_model_codes_real_pixels_at_the_float_models_rate(s2_scene: np.ndarray) -> None:
     tiles = _tiles(s2_scene)
     results = []

@@ -62,10 +62,13 @@ class LoadedModel(Protocol):
 class TileCoder(LoadedModel, Protocol):
     """An image model: tiles are coded independently."""
 
-    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0) -> tuple[list[CodedTile], torch.Tensor]:
+    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0,
+                 exact_reconstruction: bool = True) -> tuple[list[CodedTile], torch.Tensor]:
         """Code a (B, C, H, W) batch of standardised tiles at ``quality``, their latents refined by
         ``refinement_steps`` gradient steps where the model supports it; also return the decoder's
-        reconstruction of them (bit-identical to what :meth:`decompress` will compute)."""
+        reconstruction of them: bit-identical to what :meth:`decompress` will compute, or with
+        ``exact_reconstruction`` False, where a model can compute it faster so, within float32
+        rounding of it (what the engine's corrections of a lossy chunk are measured on)."""
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float,
                    scale_table: bool) -> tuple[torch.Tensor, list[int]]:

@@ -205,6 +205,8 @@ class GainHyperpriorCoder:
     that encoded. Only what is encoder-only (the analysis transform and the optional latent
     refinement, :mod:`numcodec_plugin.models.latent_refinement`) runs batched on the model's device,
     and an integer hyper-synthesis, which gives the same bits anywhere (:meth:`batched_latent_parameters`).
+    The encoder's own copy of the reconstruction, which the engine measures a lossy chunk's
+    corrections on, may come from the device too (:meth:`device_synthesis`): close is enough there.
     Entropy coding goes through :mod:`numcodec_plugin.models.entropy_coding`.
 
     Both copies run channels-last (:meth:`GainHyperprior.to_channels_last`).
@@ -298,12 +300,12 @@ class GainHyperpriorCoder:
 
     def _code_tile(self, y: torch.Tensor, z_symbols: np.ndarray, quality: float,
                    parameters: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[CodedTile, torch.Tensor]:
-        """One tile's streams and its reconstruction; the latent's ``parameters`` unless computed here."""
+        """One tile's streams and its decoded latent ``y_hat``; the latent's ``parameters`` unless computed here."""
         scales, means = parameters or self._latent_parameters(z_symbols, quality)
         y_symbols = clip_symbols((y - means).numpy())
         tile = CodedTile((encode_latent(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
                          symbol_checksum(y_symbols, z_symbols))
-        return tile, self._synthesise(torch.from_numpy(y_symbols).float() + means, quality)
+        return tile, torch.from_numpy(y_symbols).float() + means
 
     def _decode_tile(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], quality: float,
                      scale_table: bool) -> tuple[torch.Tensor, int]:
@@ -318,13 +320,25 @@ class GainHyperpriorCoder:
         _, inverse_gain = self._gains(1, quality, self._decoder, torch.device("cpu"))
         return self._decoder.synthesis(y_hat[None], inverse_gain)
 
-    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0) -> tuple[list[CodedTile], torch.Tensor]:
+    def device_synthesis(self, y_hat: torch.Tensor, quality: float, device: torch.device) -> torch.Tensor:
+        """The reconstruction (CPU, float32) of a (B, M, h, w) batch of decoded latents, all tiles at once
+        on ``device``: the decoder's within float32 rounding (another device and batch sum in another
+        order), not bit for bit."""
+        _, inverse_gain = self._gains(len(y_hat), quality, self.network, device)
+        return self.network.synthesis(y_hat.to(device), inverse_gain).float().cpu()
+
+    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0,
+                 exact_reconstruction: bool = True) -> tuple[list[CodedTile], torch.Tensor]:
         y, z_symbols = self._analyse_tiles(x, quality, refinement_steps)
+        on_device = x.device.type != "cpu"
         # on a GPU an integer hyper-synthesis runs there, batched; on CPU the tile pool runs it tile by tile
-        batched = self.batched_latent_parameters(z_symbols, quality, x.device) if x.device.type != "cpu" else None
+        batched = self.batched_latent_parameters(z_symbols, quality, x.device) if on_device else None
         parameters = batched or [None] * x.shape[0]
         coded = map_tiles(lambda i: self._code_tile(y[i], z_symbols[i], quality, parameters[i]), range(x.shape[0]))
-        return [tile for tile, _ in coded], torch.cat([x_hat for _, x_hat in coded])
+        tiles, y_hat = [tile for tile, _ in coded], [latent for _, latent in coded]
+        if on_device and not exact_reconstruction:  # enough to measure the corrections on: the GPU's
+            return tiles, self.device_synthesis(torch.stack(y_hat), quality, x.device)
+        return tiles, torch.cat(map_tiles(lambda latent: self._synthesise(latent, quality), y_hat))
 
     def decompress(self, streams: list[tuple[bytes, ...]], tile_shape: tuple[int, int], quality: float,
                    scale_table: bool = True) -> tuple[torch.Tensor, list[int]]:

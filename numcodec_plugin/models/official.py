@@ -247,7 +247,8 @@ class OfficialImageCoder:
             hook.remove()
         return x_hat, captured[0]
 
-    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0) -> tuple[list[CodedTile], torch.Tensor]:
+    def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0,
+                 exact_reconstruction: bool = True) -> tuple[list[CodedTile], torch.Tensor]:
         if refinement_steps:  # the engine refuses this earlier (registry.check_refinement); direct callers too
             raise ConfigurationError("the published TerraCodec models do not support latent refinement")
         return on_network_thread(self._compress, x)
