@@ -15,9 +15,9 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import collections
 import dataclasses
+import functools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +27,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import coders, metrics, reporting  # noqa: E402
+from benchmarks import ablation, metrics, reporting  # noqa: E402
 from benchmarks.coders import TerraCodec  # noqa: E402
-from benchmarks.rd_benchmark import DEFAULT_QUALITY_POINTS, add_data_arguments, load_tiles  # noqa: E402
 from numcodec_plugin import bitstream  # noqa: E402
 
 ENERGY_BLOCKS = (64, 32, 8)
@@ -37,22 +36,8 @@ HEADERS = ("quality", "bpp/band without", "PSNR without (dB)", "bpp/band with", 
            "block sizes (px: tiles)")
 
 
-def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_data_arguments(parser)
-    parser.add_argument("--model", help="TerraCodec model (default: the bundled model)")
-    parser.add_argument("--qualities", type=float, nargs="+", help="qualities (default: spread over the range)")
-    parser.add_argument("--threads", type=int, default=2, help="TerraCodec tile threads (default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="folder to write lowpass.md to")
-    parser.add_argument("--note", default="", help="a remark printed at the top of the report")
-    return parser.parse_args(argv)
-
-
-def without_corrections(data: bytes) -> bytes:
-    """The chunk ``data`` repacked without its low-pass corrections (the learned layer alone)."""
-    chunk = bitstream.unpack(data)
-    tiles = [dataclasses.replace(tile, correction=None) for tile in chunk.tiles]
-    return bitstream.pack(dataclasses.replace(chunk, tiles=tiles))
+#: the chunk repacked without its low-pass corrections
+without_corrections = functools.partial(ablation.stripped, field="correction")
 
 
 def block_energy_share(error: np.ndarray, block: int) -> float:
@@ -74,37 +59,23 @@ class QualityResult:
 
 def measure(coder: TerraCodec, images: Sequence[np.ndarray]) -> QualityResult:
     """Code ``images`` with ``coder`` and measure them with and without the low-pass layer."""
-    plain, full, blocks, energy = [], [], collections.Counter(), {b: [] for b in ENERGY_BLOCKS}
-    for image in images:
-        data = coder.encode(image)[0]
-        stripped = without_corrections(data)
-        full.append(metrics.evaluate(image, coder.decode([data]), 8 * len(data)))
-        decoded = coder.decode([stripped])
-        plain.append(metrics.evaluate(image, decoded, 8 * len(stripped)))
-        error = decoded.astype(np.float64) - image
+    without, with_layer, tiles = ablation.ablate(coder, images, without_corrections, "low-pass layer")
+    blocks, energy = collections.Counter(), {b: [] for b in ENERGY_BLOCKS}
+    for image, tile in zip(images, tiles):
+        error = tile.decoded.astype(np.float64) - image
         for block in ENERGY_BLOCKS:
             energy[block].append(block_energy_share(error, block))
-        blocks.update(tile.correction.block for tile in bitstream.unpack(data).tiles if tile.correction is not None)
-    setting = coder.setting
-    return QualityResult(coder.quality, metrics.aggregate("without low-pass layer", setting, plain),
-                         metrics.aggregate("with low-pass layer", setting, full), blocks, energy)
+        blocks.update(t.correction.block for t in bitstream.unpack(tile.data).tiles if t.correction is not None)
+    return QualityResult(coder.quality, without, with_layer, blocks, energy)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    args = parse_arguments(argv)
-    coders.limit_threads(args.threads)
-    images = [tile.data for tile in load_tiles(args)]
-    qualities = args.qualities or coders.quality_sweep(args.model, DEFAULT_QUALITY_POINTS)
-    results = []
-    for quality in qualities:
-        results.append(measure(TerraCodec(quality=quality, model=args.model), images))
-        print(f"quality {quality:g} done", file=sys.stderr)
+    args = ablation.parse_arguments(argv, __doc__.split("\n")[0], "lowpass.md")
+    images, results = ablation.sweep(args, measure)
     rows = [(f"{r.quality:g}", f"{r.without.bpp:.4f}", f"{r.without.psnr:.2f}", f"{r.with_layer.bpp:.4f}",
              f"{r.with_layer.psnr:.2f}", f"{sum(r.blocks.values())}/{len(images)}",
              ", ".join(f"{b}: {n}" for b, n in sorted(r.blocks.items(), reverse=True)) or "-") for r in results]
-    bd = metrics.bd_rate([r.with_layer for r in results], [r.without for r in results])
-    bd_text = "no shared PSNR interval" if bd.percent is None else (
-        f"{bd.percent:+.1f} % over {bd.psnr_range[0]:.1f}-{bd.psnr_range[1]:.1f} dB")
+    bd_text = ablation.bd_rate_text([r.with_layer for r in results], [r.without for r in results])
     energy_rows = [(f"{r.quality:g}", *(f"{100 * np.mean(r.energy[b]):.0f} %" for b in ENERGY_BLOCKS)) for r in results]
     sections = [
         f"Data: {len(images)} tiles of {args.tile} x {args.tile}.",

@@ -1,10 +1,10 @@
-"""The TerraCodec chunk format, versions 1 to 4 (specified in ``docs/format.md``).
+"""The TerraCodec chunk format, versions 1 to 5 (specified in ``docs/format.md``).
 
 A chunk is self-describing: the header says which model and quality coded it, the array's
 shape and dtype, the no-data value and the tile grid, so any reader with the model can decode
 it without the codec configuration. Layout (little-endian)::
 
-    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set; 3 when bit 5 is; 4 when bit 6 is) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
+    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set; 3 when bit 5 is; 4 when bit 6 is; 5 when bit 7 is) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 3: one mask for all bands;
@@ -16,6 +16,8 @@ it without the codec configuration. Layout (little-endian)::
     |     symbol checksum u32 | DC offsets: zigzag varint * bands
     |     | [low-pass correction: block log2 u8 (0: none) | if not 0: step index u8 | scale index u8*bands
     |     |  | varint length + bytes]                   (flag bit 5)
+    |     | [spectral correction: step log2 u8 (0: none) | if not 0: scale index u8*(bands+1)
+    |     |  | varint length + bytes]                   (flag bit 7)
     |     | per stream: varint length + bytes
     | CRC-32 of everything before it, u32
 
@@ -25,7 +27,8 @@ reader that predates temporal chunks refuses them instead of misreading them. Fl
 corrections, :mod:`numcodec_plugin.lowpass`) makes a chunk version 3, for the same reason. Flag
 bit 6 (scale table): the latent streams are coded against the fixed scale table
 (:class:`~numcodec_plugin.models.entropy_coding.ScaleTable`) instead of one discretised Gaussian per
-element; such chunks are version 4.
+element; such chunks are version 4. Flag bit 7 (spectral corrections, :mod:`numcodec_plugin.spectral`)
+makes a chunk version 5.
 
 This module only packs and unpacks bytes; it knows nothing about networks.
 """
@@ -44,12 +47,14 @@ from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.lowpass import BLOCK_SIZES, LowpassCorrection
 from numcodec_plugin.models.base import CodedTile
 from numcodec_plugin.residual import CONTEXTS, ResidualLayer
+from numcodec_plugin.spectral import SpectralCorrection
 
 MAGIC = b"TECZ"
 VERSION = 1
 TEMPORAL_VERSION = 2
 LOWPASS_VERSION = 3
 SCALE_TABLE_VERSION = 4
+SPECTRAL_VERSION = 5
 FLAG_MASK = 0x01
 FLAG_RESIDUAL = 0x02
 FLAG_RESIDUAL_ONLY = 0x04  # no learned layer: the residual layer codes the values themselves
@@ -57,7 +62,9 @@ FLAG_PIXEL_MASK = 0x08  # the mask is the same in every band and stored once per
 FLAG_TEMPORAL = 0x10  # tiles at one position are coded as a sequence over the frames
 FLAG_LOWPASS = 0x20  # every tile carries a low-pass correction field (possibly empty)
 FLAG_SCALE_TABLE = 0x40  # latent streams are coded against the fixed scale table
-KNOWN_FLAGS = FLAG_MASK | FLAG_RESIDUAL | FLAG_RESIDUAL_ONLY | FLAG_PIXEL_MASK | FLAG_TEMPORAL | FLAG_LOWPASS | FLAG_SCALE_TABLE
+FLAG_SPECTRAL = 0x80  # every tile carries a spectral correction (possibly empty)
+KNOWN_FLAGS = (FLAG_MASK | FLAG_RESIDUAL | FLAG_RESIDUAL_ONLY | FLAG_PIXEL_MASK | FLAG_TEMPORAL | FLAG_LOWPASS | FLAG_SCALE_TABLE
+               | FLAG_SPECTRAL)
 DTYPES: dict[int, np.dtype] = {1: np.dtype("uint16"), 2: np.dtype("int16"), 3: np.dtype("float32")}
 DTYPE_CODES = {dtype: code for code, dtype in DTYPES.items()}
 MAX_ELEMENTS = 1 << 32
@@ -152,6 +159,8 @@ def pack(chunk: Chunk) -> bytes:
         flags |= FLAG_SCALE_TABLE
     if any(tile.correction is not None for tile in chunk.tiles):
         flags |= FLAG_LOWPASS
+    if any(tile.spectral is not None for tile in chunk.tiles):
+        flags |= FLAG_SPECTRAL
     mask = chunk.mask
     if mask is not None and (mask == mask[..., :1, :, :]).all():  # no-data is usually whole pixels
         flags |= FLAG_PIXEL_MASK
@@ -171,14 +180,14 @@ def pack(chunk: Chunk) -> bytes:
         for part in (r.high, r.low, r.exceptions):
             out += _varint(len(part)) + part
     for tile in chunk.tiles:
-        out += pack_tile(tile, h.shape[-3], lowpass=bool(flags & FLAG_LOWPASS))
+        out += pack_tile(tile, h.shape[-3], lowpass=bool(flags & FLAG_LOWPASS), spectral=bool(flags & FLAG_SPECTRAL))
     out += struct.pack("<I", zlib.crc32(out))
     return bytes(out)
 
 
-def pack_tile(tile: CodedTile, bands: int, lowpass: bool) -> bytes:
-    """One tile's bytes in a chunk of ``bands`` bands (``lowpass``: the chunk has flag bit 5); what
-    :func:`pack` writes for it, and what the encoder counts when it compares two codings of a tile."""
+def pack_tile(tile: CodedTile, bands: int, lowpass: bool, spectral: bool) -> bytes:
+    """One tile's bytes in a chunk of ``bands`` bands (``lowpass``, ``spectral``: the chunk has flag bit 5,
+    7); what :func:`pack` writes for it, and what the encoder counts when it compares two codings of a tile."""
     if len(tile.offsets) != bands:
         raise ValueError(f"tile has {len(tile.offsets)} DC offsets for {bands} bands")
     out = bytearray(struct.pack("<I", tile.checksum))
@@ -186,6 +195,8 @@ def pack_tile(tile: CodedTile, bands: int, lowpass: bool) -> bytes:
         out += _varint((value << 1) ^ (value >> 63))
     if lowpass:
         out += _pack_correction(tile.correction)
+    if spectral:
+        out += _pack_spectral(tile.spectral)
     for stream in tile.streams:
         out += _varint(len(stream)) + stream
     return bytes(out)
@@ -193,6 +204,8 @@ def pack_tile(tile: CodedTile, bands: int, lowpass: bool) -> bytes:
 
 def _version(flags: int) -> int:
     """The oldest format version that has every feature ``flags`` uses."""
+    if flags & FLAG_SPECTRAL:
+        return SPECTRAL_VERSION
     if flags & FLAG_SCALE_TABLE:
         return SCALE_TABLE_VERSION
     if flags & FLAG_LOWPASS:
@@ -221,6 +234,24 @@ def _unpack_correction(r: _Reader, header: ChunkHeader) -> LowpassCorrection | N
                              bytes(r.take(r.varint("low-pass correction"), "low-pass correction")))
 
 
+def _pack_spectral(correction: SpectralCorrection | None) -> bytes:
+    if correction is None:
+        return b"\0"
+    c = correction
+    return struct.pack(f"<B{len(c.scale_index)}B", c.step_log2, *c.scale_index) + _varint(len(c.symbols)) + c.symbols
+
+
+def _unpack_spectral(r: _Reader, header: ChunkHeader) -> SpectralCorrection | None:
+    (step_log2,) = r.unpack("<B", "spectral correction")
+    if step_log2 == 0:
+        return None
+    if step_log2 > 31:
+        raise BitstreamError(f"corrupt chunk: spectral coefficient step 2**-{step_log2} out of range")
+    scale_index = r.unpack(f"<{header.shape[-3] + 1}B", "spectral correction")
+    return SpectralCorrection(step_log2, tuple(scale_index),
+                              bytes(r.take(r.varint("spectral correction"), "spectral correction")))
+
+
 def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     """Parse and verify a chunk; raises :class:`BitstreamError` on anything that is not a valid chunk."""
     view = memoryview(np.ascontiguousarray(np.frombuffer(data, dtype=np.uint8)) if isinstance(data, np.ndarray) else data).cast("B")
@@ -234,9 +265,9 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     r = _Reader(view[:-4])
     r.take(4, "magic")
     version, flags, dtype_code, ndim = r.unpack("<BBBB", "header")
-    if version not in (VERSION, TEMPORAL_VERSION, LOWPASS_VERSION, SCALE_TABLE_VERSION):
+    if version not in (VERSION, TEMPORAL_VERSION, LOWPASS_VERSION, SCALE_TABLE_VERSION, SPECTRAL_VERSION):
         raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION} to "
-                             f"{SCALE_TABLE_VERSION}); upgrade xr-terracodec")
+                             f"{SPECTRAL_VERSION}); upgrade xr-terracodec")
     if flags & ~KNOWN_FLAGS or _version(flags) != version:
         raise BitstreamError(f"corrupt chunk: flags {flags:#04x} do not match format version {version}")
     if dtype_code not in DTYPES:
@@ -280,8 +311,9 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
         (checksum,) = r.unpack("<I", "tile checksum")
         offsets = tuple((v >> 1) ^ -(v & 1) for v in (r.varint("tile offset") for _ in range(header.shape[-3])))
         correction = _unpack_correction(r, header) if flags & FLAG_LOWPASS else None
+        spectral = _unpack_spectral(r, header) if flags & FLAG_SPECTRAL else None
         streams_of_tile = tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams))
-        tiles.append(CodedTile(streams_of_tile, checksum, offsets, correction))
+        tiles.append(CodedTile(streams_of_tile, checksum, offsets, correction, spectral))
     if r.pos != len(r.data):
         raise BitstreamError(f"corrupt chunk: {len(r.data) - r.pos} unexpected bytes after the last tile")
     return Chunk(header, mask, tiles, residual)

@@ -11,8 +11,8 @@ Encode, top to bottom:
 5. code the tiles in batches, under ``torch.inference_mode`` and scoped deterministic settings
    (a temporal model codes each tile position as one sequence over the chunk's frames,
    :func:`_unit_order`);
-6. measure each tile's DC offsets and low-pass correction against the decoder's reconstruction
-   (:func:`_with_corrections`);
+6. measure each tile's DC offsets, low-pass and spectral corrections against the decoder's
+   reconstruction (:func:`_with_corrections`);
 7. pack header, mask and tile streams (:mod:`numcodec_plugin.bitstream`).
 
 Decode reverses it, checks the model identity and each tile's symbol checksum, rounds and clips
@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from numcodec_plugin import bitstream, lowpass, runtime
+from numcodec_plugin import bitstream, lowpass, runtime, spectral
 from numcodec_plugin.errors import BitstreamError, ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
 from numcodec_plugin.models.registry import check_quality, check_refinement, default_quality, load_model, quality_range
@@ -171,10 +171,10 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
             order, _ = orders[i]
             frame_major = np.argsort(order) + offset
             codings = [(_with_corrections([tiles[k] for k in frame_major], decoded[frame_major], prepared[i].tiles,
-                                          prepared[i].valid, coder.identity.std, rate_lambda), decoded[frame_major])
-                       for tiles, decoded in candidates]
+                                          prepared[i].valid, coder.identity.mean, coder.identity.std, rate_lambda),
+                        decoded[frame_major]) for tiles, decoded in candidates]
             coded[i], reconstructed[i] = _cheapest_per_tile(codings, prepared[i].tiles, prepared[i].valid,
-                                                            coder.identity.std, rate_lambda)
+                                                            coder.identity.mean, coder.identity.std, rate_lambda)
             offset += len(order)
     out = []
     for array, p, tiles, decoded in zip(arrays, prepared, coded, reconstructed):
@@ -238,8 +238,28 @@ def _error_dn(decoded: np.ndarray, original: np.ndarray, std: tuple[float, ...])
     return error
 
 
+def _original_dn(original: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """A standardised (bands, th, tw) tile back in DN, float64."""
+    return original * np.asarray(std, dtype=np.float64)[:, None, None] + np.asarray(mean, dtype=np.float64)[:, None, None]
+
+
+def _tile_dn(decoded: np.ndarray, tile: CodedTile, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """One tile's reconstruction in DN as the decoder computes it from the network's standardised output:
+    times the band deviations plus the means, minus the DC offsets and the low-pass field (float32, in
+    that order), then the spectral map (whole DN, float64). The encoder measures its corrections on it."""
+    offsets = np.asarray(tile.offsets, dtype=np.float32)[:, None, None] * OFFSET_STEP
+    dn = decoded * np.asarray(std, dtype=np.float32)[:, None, None]  # then in place
+    dn += np.asarray(mean, dtype=np.float32)[:, None, None]
+    dn -= offsets
+    if tile.correction is not None:
+        dn -= lowpass.correction_field(tile.correction, dn.shape[0], dn.shape[1:])
+    if tile.spectral is not None:
+        dn = spectral.apply(tile.spectral, dn, spectral.centre_of(mean))
+    return dn
+
+
 def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np.ndarray, valid: np.ndarray,
-                      std: tuple[float, ...], rate_lambda: float | None) -> list[CodedTile]:
+                      mean: tuple[float, ...], std: tuple[float, ...], rate_lambda: float | None) -> list[CodedTile]:
     """Tiles carrying the engine's corrections of the learned reconstruction, measured against the originals.
 
     * DC offsets: per band, the mean error (DN) over the tile's valid pixels. A small or briefly
@@ -247,6 +267,8 @@ def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np
       per band and tile remove it.
     * The low-pass correction (:mod:`numcodec_plugin.lowpass`) of what error remains, where the
       model states its rate-distortion trade-off (``rate_lambda``) and a correction pays for itself.
+    * The spectral correction (:mod:`numcodec_plugin.spectral`) of what remains after both, on the
+      same terms.
 
     Tiles are measured side by side in the tile pool.
     """
@@ -258,36 +280,39 @@ def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np
         mean_error = (error if count == weight.size else error * weight).sum(axis=(-2, -1)) / max(count, 1)
         steps = np.rint(mean_error / OFFSET_STEP).astype(np.int64)
         error -= steps[:, None, None] * OFFSET_STEP
-        correction = None if rate_lambda is None else lowpass.fit(error, weight, rate_lambda)
-        return replace(tiles[k], offsets=tuple(int(v) for v in steps), correction=correction)
+        tile = replace(tiles[k], offsets=tuple(int(v) for v in steps))
+        if rate_lambda is None:
+            return tile
+        tile = replace(tile, correction=lowpass.fit(error, weight, rate_lambda))
+        correction = spectral.fit(_tile_dn(decoded[k], tile, mean, std), _original_dn(originals[k], mean, std), weight,
+                                  spectral.centre_of(mean), rate_lambda)
+        return replace(tile, spectral=correction)
 
     return map_tiles(corrected, range(len(tiles)))
 
 
 def _coded_cost(tile: CodedTile, decoded: np.ndarray, original: np.ndarray, valid: np.ndarray,
-                std: tuple[float, ...], rate_lambda: float) -> float:
+                mean: tuple[float, ...], std: tuple[float, ...], rate_lambda: float) -> float:
     """``rate_lambda * D + R`` of one corrected tile as the decoder will see it, the trade-off the network
-    was trained for: D the mean squared error in reflectance units over the valid pixels after the DC
-    offsets and the low-pass correction, R the tile's bytes in the chunk
+    was trained for: D the mean squared error in reflectance units over the valid pixels after all the
+    corrections (:func:`_tile_dn`), R the tile's bytes in the chunk
     (:func:`~numcodec_plugin.bitstream.pack_tile`) in bits per valid pixel and band."""
-    error = _error_dn(decoded, original, std)
-    error -= np.asarray(tile.offsets, dtype=np.float64)[:, None, None] * OFFSET_STEP
-    if tile.correction is not None:
-        error -= lowpass.correction_field(tile.correction, error.shape[0], error.shape[1:])
+    error = _tile_dn(decoded, tile, mean, std) - _original_dn(original, mean, std)
     values = max(int(valid.sum()), 1) * error.shape[0]
     squared = float(np.sum(error * error * valid)) / values
-    bits = 8 * len(bitstream.pack_tile(tile, error.shape[0], lowpass=True)) / values
+    bits = 8 * len(bitstream.pack_tile(tile, error.shape[0], lowpass=True, spectral=True)) / values
     return rate_lambda * squared / lowpass.DN_PER_REFLECTANCE_SQUARED + bits
 
 
 def _cheapest_per_tile(codings: list[tuple[list[CodedTile], np.ndarray]], originals: np.ndarray, valid: np.ndarray,
-                       std: tuple[float, ...], rate_lambda: float) -> tuple[list[CodedTile], np.ndarray]:
+                       mean: tuple[float, ...], std: tuple[float, ...],
+                       rate_lambda: float) -> tuple[list[CodedTile], np.ndarray]:
     """Of several codings of the same tiles (corrected tiles and their standardised reconstruction each),
     per tile the one of lowest :func:`_coded_cost` (the first on a tie); the coded tiles and the
     reconstruction that goes with them. One coding is returned as it is."""
     if len(codings) == 1:
         return codings[0]
-    costs = [map_tiles(lambda k: _coded_cost(tiles[k], decoded[k], originals[k], valid[k, 0], std, rate_lambda),
+    costs = [map_tiles(lambda k: _coded_cost(tiles[k], decoded[k], originals[k], valid[k, 0], mean, std, rate_lambda),
                        range(len(tiles))) for tiles, decoded in codings]
     choice = np.argmin(costs, axis=0)
     return ([codings[c][0][k] for k, c in enumerate(choice)],
@@ -468,20 +493,12 @@ def _finish_values(chunk: bitstream.Chunk, result: np.ndarray) -> np.ndarray:
 
 
 def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list[CodedTile], coder: AnyCoder) -> np.ndarray:
-    """(frames, bands, y, x) learned reconstruction in the chunk's dtype: standardised tiles to DN,
-    minus each tile's DC offsets and low-pass correction, tiles side by side in the tile pool."""
-    mean = np.asarray(coder.identity.mean, dtype=np.float32)[:, None, None]
-    std = np.asarray(coder.identity.std, dtype=np.float32)[:, None, None]
+    """(frames, bands, y, x) learned reconstruction in the chunk's dtype: standardised tiles to DN with
+    each tile's corrections (:func:`_tile_dn`), tiles side by side in the tile pool."""
     tiles = np.empty(decoded.shape, dtype=header.dtype)
 
     def reconstruct_tile(k: int) -> None:
-        offsets = np.asarray(coded[k].offsets, dtype=np.float32)[:, None, None] * OFFSET_STEP
-        dn = decoded[k] * std  # then in place, in the order of decoded * std + mean - offsets
-        dn += mean
-        dn -= offsets
-        if coded[k].correction is not None:
-            dn -= lowpass.correction_field(coded[k].correction, dn.shape[0], header.tile_shape)
-        tiles[k] = _to_dtype(dn, header)
+        tiles[k] = _to_dtype(_tile_dn(decoded[k], coded[k], coder.identity.mean, coder.identity.std), header)
 
     map_tiles(reconstruct_tile, range(len(coded)))
     return _from_tiles(tiles, math.prod(header.shape[:-3]), header.shape[-2], header.shape[-1])

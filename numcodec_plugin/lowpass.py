@@ -35,10 +35,9 @@ import torch
 
 from numcodec_plugin.models.entropy_coding import (
     RESIDUAL_LIMIT,
-    LaplaceDecoder,
-    encode_laplace,
+    decode_laplace_rows,
+    encode_laplace_rows,
     laplace_bits,
-    laplace_scale,
     laplace_scale_index,
 )
 
@@ -158,8 +157,7 @@ def from_prediction_residuals(residuals: np.ndarray) -> np.ndarray:
 
 
 def _decode_grid(correction: LowpassCorrection, shape: tuple[int, int, int]) -> np.ndarray:
-    scales = np.broadcast_to(laplace_scale(np.asarray(correction.scale_index))[:, None, None], shape)
-    residuals = LaplaceDecoder(correction.symbols).decode(np.ascontiguousarray(scales)).astype(np.int64)
+    residuals = decode_laplace_rows(correction.symbols, np.asarray(correction.scale_index), shape).astype(np.int64)
     return from_prediction_residuals(residuals) * correction.step
 
 
@@ -178,9 +176,8 @@ class _QuantisedGrid:
         return laplace_bits(self.residuals, self.scale_index) / 8 + _STREAM_BYTES + len(self.scale_index) + _FIXED_BYTES
 
     def coded(self) -> LowpassCorrection:
-        scales = np.broadcast_to(laplace_scale(self.scale_index)[:, None, None], self.residuals.shape)
         return LowpassCorrection(self.block.bit_length() - 1, self.step_index, tuple(int(i) for i in self.scale_index),
-                                 encode_laplace(self.residuals, scales))
+                                 encode_laplace_rows(self.residuals, self.scale_index))
 
 
 def _quantised(block_means: np.ndarray, block: int, lam: float) -> _QuantisedGrid:

@@ -12,28 +12,32 @@ from hypothesis import strategies as st
 
 from numcodec_plugin import BitstreamError, TerraCodecError, bitstream, engine
 from numcodec_plugin.lowpass import LowpassCorrection
+from numcodec_plugin.spectral import SpectralCorrection
 from numcodec_plugin.models.base import CodedTile
 from tests.conftest import TEST_MODEL
 
 
-def _chunk(mask: bool, corrections: bool = False, scale_table: bool = False) -> bitstream.Chunk:
+def _chunk(mask: bool, corrections: bool = False, scale_table: bool = False, spectral: bool = False) -> bitstream.Chunk:
     header = bitstream.ChunkHeader((2, 12, 300, 200), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", 4.5, 0.0,
                                    10000.0, (160, 224), 2, scale_table=scale_table)
     offsets = (0, 1, -1, 63, -64, 64, -65, 1000, -1000, 2**20, -(2**20), 7)
     correction = LowpassCorrection(5, 40, tuple(range(90, 102)), b"grid" * 30)
+    spectral_map = SpectralCorrection(10, tuple(range(80, 93)), b"map" * 40)
     tiles = [CodedTile((bytes([i]) * (100 + i), b"z" * 7), 0xDEADBEEF - i, offsets,
-                       correction if corrections and i % 2 else None) for i in range(header.tile_count)]
+                       correction if corrections and i % 2 else None, spectral_map if spectral and i % 3 else None)
+             for i in range(header.tile_count)]
     m = np.zeros(header.shape, bool)
     m[0, :, :3, :5] = True
     return bitstream.Chunk(header, m if mask else None, tiles)
 
 
-@pytest.mark.parametrize(("mask", "corrections", "scale_table", "version"), [
-    (False, False, False, bitstream.VERSION), (True, False, False, bitstream.VERSION),
-    (True, True, False, bitstream.LOWPASS_VERSION), (True, True, True, bitstream.SCALE_TABLE_VERSION),
-    (False, False, True, bitstream.SCALE_TABLE_VERSION)])
-def test_pack_unpack_round_trip(mask: bool, corrections: bool, scale_table: bool, version: int) -> None:
-    chunk = _chunk(mask, corrections, scale_table)
+@pytest.mark.parametrize(("mask", "corrections", "scale_table", "spectral", "version"), [
+    (False, False, False, False, bitstream.VERSION), (True, False, False, False, bitstream.VERSION),
+    (True, True, False, False, bitstream.LOWPASS_VERSION), (True, True, True, False, bitstream.SCALE_TABLE_VERSION),
+    (False, False, True, False, bitstream.SCALE_TABLE_VERSION), (True, True, True, True, bitstream.SPECTRAL_VERSION),
+    (False, False, True, True, bitstream.SPECTRAL_VERSION)])
+def test_pack_unpack_round_trip(mask: bool, corrections: bool, scale_table: bool, spectral: bool, version: int) -> None:
+    chunk = _chunk(mask, corrections, scale_table, spectral)
     data = bitstream.pack(chunk)
     assert data[4] == version
     back = bitstream.unpack(data)
@@ -61,7 +65,7 @@ def test_foreign_bytes_are_refused() -> None:
 
 
 def test_every_truncation_is_refused() -> None:
-    data = bitstream.pack(_chunk(mask=True, corrections=True))
+    data = bitstream.pack(_chunk(mask=True, corrections=True, spectral=True))
     for n in range(len(data)):
         with pytest.raises(BitstreamError):
             bitstream.unpack(data[:n])
@@ -81,13 +85,19 @@ def _with_crc(data: bytearray) -> bytes:
 
 @pytest.mark.parametrize(("scale_table", "position", "value"), [
     (False, 4, bitstream.VERSION), (False, 4, bitstream.TEMPORAL_VERSION), (False, 5, 0x80 | 0x21),
-    (True, 4, bitstream.LOWPASS_VERSION), (False, 4, bitstream.SCALE_TABLE_VERSION)])
+    (True, 4, bitstream.LOWPASS_VERSION), (False, 4, bitstream.SCALE_TABLE_VERSION),
+    (False, 4, bitstream.SPECTRAL_VERSION)])
 def test_flags_must_match_the_version(scale_table: bool, position: int, value: int) -> None:
-    """A chunk relabelled as another version than its features need, or with an unknown flag, is refused."""
+    """A chunk relabelled as another version than its features need, or with an unknown flag, is refused;
+    so is a version 5 chunk (spectral corrections) relabelled as version 4."""
     data = bytearray(bitstream.pack(_chunk(mask=True, corrections=True, scale_table=scale_table)))
     data[position] = value
     with pytest.raises(BitstreamError, match="do not match format version"):
         bitstream.unpack(_with_crc(data))
+    spectral = bytearray(bitstream.pack(_chunk(mask=False, scale_table=True, spectral=True)))
+    spectral[4] = bitstream.SCALE_TABLE_VERSION
+    with pytest.raises(BitstreamError, match="do not match format version 4"):
+        bitstream.unpack(_with_crc(spectral))
 
 
 @pytest.fixture(scope="module")

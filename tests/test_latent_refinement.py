@@ -56,7 +56,8 @@ def test_each_tile_takes_the_coding_of_lowest_cost_after_the_corrections() -> No
     first = [CodedTile((b"a%d" % k,), k, (0,) * 12) for k in range(3)]
     second = [CodedTile((b"b%d" % k,), k, (0,) * 12) for k in range(3)]
     codings = [(first, np.stack([exact[0], off[1], exact[2]])), (second, np.stack([off[0], exact[1], exact[2]]))]
-    tiles, chosen = engine._cheapest_per_tile(codings, originals, np.ones((3, 1, 64, 64), bool), (100.0,) * 12, 1e4)
+    tiles, chosen = engine._cheapest_per_tile(codings, originals, np.ones((3, 1, 64, 64), bool), (1000.0,) * 12,
+                                              (100.0,) * 12, 1e4)
     assert [t.streams[0] for t in tiles] == [b"a0", b"b1", b"a2"]
     assert not chosen.any()
 

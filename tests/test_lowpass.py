@@ -100,12 +100,13 @@ def test_bitstream_round_trip_and_refusals(s2_scene: np.ndarray) -> None:
 
 
 def test_models_without_a_lambda_get_dc_offsets_only() -> None:
-    """The official models state no lambda in our units (``rate_lambda`` None): no low-pass layer."""
+    """The official models state no lambda in our units (``rate_lambda`` None): no low-pass or spectral layer."""
     decoded = np.zeros((1, 12, 64, 64), np.float32)
     originals = np.full((1, 12, 64, 64), 0.5)  # error -0.5 standard deviations of 100 DN: -50 DN
     out = engine._with_corrections([CodedTile((b"",), 0)], decoded, originals, np.ones((1, 1, 64, 64), bool),
-                                   (100.0,) * 12, None)
-    assert out[0].correction is None and out[0].offsets == (-25,) * 12  # units of OFFSET_STEP = 2 DN
+                                   (1000.0,) * 12, (100.0,) * 12, None)
+    assert out[0].correction is None and out[0].spectral is None
+    assert out[0].offsets == (-25,) * 12  # units of OFFSET_STEP = 2 DN
 
 
 @pytest.mark.parametrize("block", [4, 16, 128])

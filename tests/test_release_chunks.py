@@ -34,7 +34,7 @@ def test_release_chunk_decodes_to_the_same_array(name: str) -> None:
                     f"{build[0]} on {build[1]} may compute the network with other bits (docs/guarantees.md)")
     decoded = engine.decode((FIXTURES / f"{name}.tec").read_bytes())
     assert hashlib.sha256(decoded.tobytes()).hexdigest() == MANIFEST["chunks"][name], (
-        f"{name}.tec, written by {MANIFEST['written_by']}, decodes to another array than that release's"
+        f"{name}.tec, written by {MANIFEST['written_by'][name]}, decodes to another array than that release's"
     )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from numcodec_plugin.lowpass import LowpassCorrection
+from numcodec_plugin.spectral import SpectralCorrection
 from numcodec_plugin.models.identity import ModelIdentity
 
 
@@ -26,13 +27,15 @@ class CodedTile:
     ``offsets``: the engine's per-band DC correction of the tile, in units of ``OFFSET_STEP`` DN
     (the mean error of the learned reconstruction over the tile's valid pixels, measured by the
     encoder and subtracted by the decoder). ``correction``: the engine's low-pass correction of the
-    tile (:mod:`numcodec_plugin.lowpass`), if the encoder found one that pays.
+    tile (:mod:`numcodec_plugin.lowpass`), if the encoder found one that pays; ``spectral``: its
+    spectral correction (:mod:`numcodec_plugin.spectral`), likewise.
     """
 
     streams: tuple[bytes, ...]
     checksum: int
     offsets: tuple[int, ...] = ()
     correction: LowpassCorrection | None = None
+    spectral: SpectralCorrection | None = None
 
 
 class LoadedModel(Protocol):

