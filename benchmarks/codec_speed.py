@@ -6,8 +6,8 @@ at the level whose rate is closest to TerraCodec's on that chunk, in the same ru
 the median of ``--repeats`` runs after a warm-up, in MB/s of raw uint16 input (MB = 10^6
 bytes); ratios are TerraCodec / JPEG 2000 (speed above 1 = faster, rate below 1 = smaller).
 A second table gives the TerraCodec chunk's overhead: every byte that is neither a tile stream
-nor a coded low-pass grid (header, no-data mask, per-tile checksums, DC offsets, low-pass block,
-step and scales, lengths, CRC), for a 256 x 256 chunk as it is and
+nor a coded correction, low-pass grid or spectral map (header, no-data mask, per-tile checksums, DC
+offsets, low-pass block, step and scales, spectral step and scales, lengths, CRC), for a 256 x 256 chunk as it is and
 with a no-data corner (as at a swath edge), which adds the mask. A third, for the bundled model,
 splits the encode and decode of one 256 x 256 chunk into stages (``cProfile`` of the real codec
 calls: one tile runs on one thread, as every tile does in the tile pool), beside the
@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 
 from benchmarks import coders, metrics, reporting, sentinel2, timing  # noqa: E402
 from benchmarks.coders import Coder, TerraCodec  # noqa: E402
-from numcodec_plugin import bitstream, engine, lowpass, quality_range  # noqa: E402
+from numcodec_plugin import bitstream, engine, lowpass, quality_range, spectral  # noqa: E402
 from numcodec_plugin.models import entropy_coding  # noqa: E402
 from numcodec_plugin.models.gain_hyperprior import GainHyperpriorCoder  # noqa: E402
 from numcodec_plugin.models.registry import load_model  # noqa: E402
@@ -50,8 +50,9 @@ STAGES = (
     ("hyper-latent entropy coding (z)", (entropy_coding.CategoricalTables.encode, entropy_coding.CategoricalTables.decode)),
     ("synthesis transform (g_s)", (GainHyperpriorCoder._synthesise,)),
     ("low-pass layer: fit / field", (lowpass.fit, lowpass.correction_field)),
+    ("spectral layer: fit / map", (spectral.fit, spectral.apply)),
 )
-OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "low-pass grid bytes", "overhead bytes",
+OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "coded correction bytes", "overhead bytes",
                     "overhead %")
 
 
@@ -112,10 +113,11 @@ def with_nodata_corner(chunk: np.ndarray) -> np.ndarray:
 
 
 def overhead_row(label: str, data: bytes, quality: float) -> list[str]:
-    """Bytes of a TerraCodec chunk that are neither tile streams nor low-pass grids."""
+    """Bytes of a TerraCodec chunk that are neither tile streams nor coded corrections (low-pass grids and
+    spectral maps)."""
     tiles = bitstream.unpack(data).tiles
     streams = sum(len(s) for tile in tiles for s in tile.streams)
-    grids = sum(len(tile.correction.symbols) for tile in tiles if tile.correction is not None)
+    grids = sum(len(c.symbols) for tile in tiles for c in (tile.correction, tile.spectral) if c is not None)
     overhead = len(data) - streams - grids
     return [label, f"{quality:g}", str(len(data)), str(streams), str(grids), str(overhead),
             f"{100 * overhead / len(data):.2f}"]

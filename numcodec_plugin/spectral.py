@@ -12,8 +12,8 @@ before this layer existed: a least-squares map per tile would gain 0.45-0.8 dB a
    statistic of ``R``);
 2. quantises ``A`` to integers ``K`` in steps of ``2**-a`` and ``b`` to whole DN, and Laplace-codes
    the rows of ``K`` and ``b`` with a scale byte per row;
-3. keeps the step ``a`` (or no correction) of lowest ``lam * D + R``, with ``D`` estimated on a
-   regular subsample of the pixels and ``R`` the symbols' bits plus the bytes the layer adds, the
+3. keeps the step ``a`` (or no correction) of lowest ``lam * D + R``, with ``D`` computed from the
+   moments of the fit (:func:`fit`) and ``R`` the symbols' bits plus the bytes the layer adds, the
    trade-off of the low-pass layer and of the network's training.
 
 The decoder computes ``R - rint(K (R - c) / 2**a) - b``. Every term is an integer below 2**53
@@ -44,9 +44,6 @@ FIXED_BYTES = 1 + 2 + 4
 DN_PER_REFLECTANCE_SQUARED = 1e8
 #: reconstructions are clipped to +-VALUE_LIMIT DN before the map, which keeps every product exact
 VALUE_LIMIT = 2 ** 16
-#: the fit uses every FIT_STRIDE-th row and column; candidates are ranked on every RANK_STRIDE-th
-FIT_STRIDE = 2
-RANK_STRIDE = 4
 
 
 @dataclass(frozen=True)
@@ -93,38 +90,44 @@ def fit(reconstruction: np.ndarray, original: np.ndarray, valid: np.ndarray, cen
     """The correction that minimises ``lam * D + R`` for one tile, or None where none pays.
 
     ``reconstruction``, ``original``: (bands, th, tw) DN, the decoder's reconstruction before this
-    layer and the values it stands for; ``valid``: (th, tw) bool, the pixels that count.
+    layer and the values it stands for; ``valid``: (th, tw) bool, the pixels that count. The fit and
+    every candidate's distortion use all valid pixels, through their moments: a regular subsample
+    would alias with the synthesis's period-8 error pattern (its stride-2 transposed convolutions)
+    and fit one phase of it. A candidate map ``M`` (the quantised ``K / 2**a`` and ``b``) leaves the
+    squared error ``|e|^2 - 2 tr(M E) + tr(M G M^T)`` plus about 1/12 DN^2 per value for rounding its
+    output, with ``G`` and ``E`` the moments of the design ``[R - c; 1]`` and the error ``e = R - x``.
     """
     bands = reconstruction.shape[0]
-    fit_rows = valid[::FIT_STRIDE, ::FIT_STRIDE]
-    if fit_rows.sum() <= 4 * (bands + 1):
+    count = int(valid.sum())
+    if count <= 4 * (bands + 1):
         return None
-    rounded = _whole_dn(reconstruction)
-    sample = rounded[:, ::FIT_STRIDE, ::FIT_STRIDE][:, fit_rows]
-    target = (sample - original[:, ::FIT_STRIDE, ::FIT_STRIDE][:, fit_rows])
-    design = np.vstack([sample - centre[:, None], np.ones((1, sample.shape[1]))])
+    rounded = _whole_dn(reconstruction)[:, valid]
+    error = rounded - original[:, valid]
+    design = np.vstack([rounded - centre[:, None], np.ones((1, count))])
+    gram, cross = design @ design.T, design @ error.T  # (bands + 1, bands + 1), (bands + 1, bands)
     try:
-        coefficients = np.linalg.solve(design @ design.T, design @ target.T).T  # (bands, bands + 1)
+        coefficients = np.linalg.solve(gram, cross).T  # (bands, bands + 1)
     except np.linalg.LinAlgError:  # e.g. a constant tile: its DC offsets already did all a map could
         return None
-    rank_valid = valid[::RANK_STRIDE, ::RANK_STRIDE]
-    ranked = rounded[:, ::RANK_STRIDE, ::RANK_STRIDE][:, rank_valid]
-    ranked_original = original[:, ::RANK_STRIDE, ::RANK_STRIDE][:, rank_valid]
-    samples = max(1, ranked.size)
-    rate_per_bit = 1.0 / (float(valid.sum()) * bands)
+    values = count * bands
+    squared = float(np.sum(error * error))
 
-    def cost(values: np.ndarray, bits: float) -> float:
-        remaining = values - ranked_original
-        return lam * float(np.sum(remaining * remaining)) / samples / DN_PER_REFLECTANCE_SQUARED + bits * rate_per_bit
+    def cost(mapping: np.ndarray | None, bits: float) -> float:
+        remaining = squared
+        if mapping is not None:
+            remaining += (-2 * float(np.sum(mapping * cross.T)) + float(np.sum((mapping @ gram) * mapping))
+                          + values / 12)
+        return lam * remaining / values / DN_PER_REFLECTANCE_SQUARED + bits / values
 
-    best, best_cost = None, cost(ranked, 8.0)  # the byte that says "none"
+    best, best_cost = None, cost(None, 8.0)  # the byte that says "none"
     for step_log2 in STEP_EXPONENTS:
         weights = np.clip(np.rint(coefficients[:, :bands] * 2.0 ** step_log2), -COEFFICIENT_LIMIT, COEFFICIENT_LIMIT)
         offsets = np.clip(np.rint(coefficients[:, bands]), -COEFFICIENT_LIMIT, COEFFICIENT_LIMIT)
         symbols = np.vstack([weights, offsets[None]]).astype(np.int64)
         scale_index = laplace_scale_index(np.abs(symbols).mean(axis=1))
         bits = laplace_bits(symbols, scale_index) + 8 * (len(scale_index) + FIXED_BYTES)
-        candidate = cost(_mapped(ranked, weights, offsets, step_log2, centre), bits)
+        mapping = np.hstack([weights * 2.0 ** -step_log2, offsets[:, None]])
+        candidate = cost(mapping, bits)
         if candidate < best_cost:
             best, best_cost = (step_log2, symbols, scale_index), candidate
     if best is None:

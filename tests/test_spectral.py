@@ -65,6 +65,13 @@ def test_default_model_chunks_carry_it_and_decode_to_what_the_encoder_measured(s
     data = engine.encode(x, engine.EncodeSettings(quality=5.0))
     chunk = bitstream.unpack(data)
     assert data[4] == bitstream.SPECTRAL_VERSION and any(t.spectral is not None for t in chunk.tiles)
+    from benchmarks.spectral_gain import without_spectral
+
+    for k, (y, x0) in enumerate(((0, 0), (0, 256))):  # each tile's map lowers its error (a fit on a regular
+        tile = np.s_[:, y:y + 256, x0:x0 + 256]       # subsample once raised it: aliasing with the synthesis)
+        with_map, without_map = (engine.decode(d)[tile].astype(np.float64) for d in (data, without_spectral(data)))
+        if chunk.tiles[k].spectral is not None:
+            assert metrics.mse(x[tile], with_map) < metrics.mse(x[tile], without_map)
     bounded = engine.encode(x, engine.EncodeSettings(quality=5.0, max_error=20))
     assert any(t.spectral is not None for t in bitstream.unpack(bounded).tiles)
     assert np.abs(engine.decode(bounded).astype(np.int64) - x).max() <= 20
