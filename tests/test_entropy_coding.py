@@ -95,17 +95,23 @@ def _as_format_3(data: bytes) -> bytes:
             scales = coder._latent_parameters(z, chunk.header.quality)[0].numpy()
             y = TABLE.decode(tile.streams[0], scales)
             assert symbol_checksum(y, z) == tile.checksum
-            tiles.append(dataclasses.replace(tile, streams=(_per_element_stream(y, scales),) + tile.streams[1:]))
+            tiles.append(dataclasses.replace(tile, streams=(_per_element_stream(y, scales),) + tile.streams[1:],
+                                             spectral=None))
     header = dataclasses.replace(chunk.header, scale_table=False)
     return bitstream.pack(dataclasses.replace(chunk, header=header, tiles=tiles))
 
 
 def test_chunks_of_earlier_formats_still_decode(s2_scene: np.ndarray) -> None:
+    """A chunk as format 3 wrote it (per-element Gaussians, no spectral maps) decodes to what the same
+    chunk's format 4 form (scale table, no spectral maps) decodes to."""
     data = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :512]), engine.EncodeSettings(quality=3))
-    assert data[4] == bitstream.SCALE_TABLE_VERSION and data[5] & bitstream.FLAG_SCALE_TABLE
+    assert data[4] == bitstream.SPECTRAL_VERSION and data[5] & bitstream.FLAG_SCALE_TABLE
+    chunk = bitstream.unpack(data)
+    format_4 = bitstream.pack(dataclasses.replace(chunk, tiles=[dataclasses.replace(t, spectral=None)
+                                                                 for t in chunk.tiles]))
     old = _as_format_3(data)
-    assert old[4] == bitstream.LOWPASS_VERSION
-    np.testing.assert_array_equal(engine.decode(old), engine.decode(data))
+    assert format_4[4] == bitstream.SCALE_TABLE_VERSION and old[4] == bitstream.LOWPASS_VERSION
+    np.testing.assert_array_equal(engine.decode(old), engine.decode(format_4))
 
 
 def test_scale_table_flag_on_a_model_without_one_is_refused(tmp_path, monkeypatch, s2_series: np.ndarray) -> None:

@@ -158,9 +158,10 @@ def test_the_integer_model_codes_real_pixels_at_the_float_models_rate(s2_scene: 
 def test_integer_model_chunks_decode_on_another_instruction_set(s2_scene: np.ndarray) -> None:
     """Under SSE4.1 (another CPU, as far as the network's bits go) the float model refuses some lossy
     chunks (a scale crossed a table step, benchmarks/portability.py); the integer model's entropy
-    parameters are exact, so every chunk decodes, within float rounding of the reconstruction."""
+    parameters are exact, so every chunk decodes, within float rounding of the reconstruction (up to
+    2 DN: the spectral map starts from the synthesis rounded to whole DN, docs/guarantees.md)."""
     tiles = _tiles(s2_scene)
     chunks = [engine.encode(tiles[i:i + 1], engine.EncodeSettings(model=DEFAULT_MODEL, quality=q))
               for i in range(len(tiles)) for q in (1.0, 5.0)]
     for there, data in zip(decode_on_another_instruction_set(chunks), chunks):
-        assert np.abs(there.astype(np.int64) - engine.decode(data).astype(np.int64)).max() <= 1
+        assert np.abs(there.astype(np.int64) - engine.decode(data).astype(np.int64)).max() <= 2
