@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numcodec_plugin.lowpass import DN_PER_REFLECTANCE_SQUARED
 from numcodec_plugin.models.entropy_coding import (
     decode_laplace_rows,
     encode_laplace_rows,
@@ -40,8 +41,6 @@ STEP_EXPONENTS = tuple(range(4, 13))
 COEFFICIENT_LIMIT = 2 ** 15
 #: bytes a correction adds to its tile besides the coded symbols and scale bytes: step, length varint, stream end (approx.)
 FIXED_BYTES = 1 + 2 + 4
-#: reflectance is DN / 10000: squared errors in DN are divided by this to give the unit of ``lam``
-DN_PER_REFLECTANCE_SQUARED = 1e8
 #: reconstructions are clipped to +-VALUE_LIMIT DN before the map, which keeps every product exact
 VALUE_LIMIT = 2 ** 16
 
