@@ -19,6 +19,7 @@ information included) as a list of streams, so the rate is simply :func:`coded_b
 from __future__ import annotations
 
 import functools
+import math
 import struct
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
@@ -29,6 +30,7 @@ import numpy as np
 from numcodecs.abc import Codec as NumcodecsCodec
 
 from numcodec_plugin import DEFAULT_MODEL, quality_range, tile_pool
+from numcodec_plugin.models.registry import trained_quality_range
 
 Streams = list[bytes]
 
@@ -247,9 +249,12 @@ def default_quality(model: str | None = None) -> float:
 
 
 def quality_sweep(model: str | None, count: int) -> list[float]:
-    """``count`` qualities spread evenly over the model's quality range (rounded to 0.01)."""
-    low, high = quality_range(model)
-    return [round(float(q), 2) for q in np.linspace(low, high, count)]
+    """``count`` qualities spread evenly over the model's trained quality range (rounded to 0.01), after the
+    whole qualities below it and the lowest valid one, where the range extends beyond the trained levels."""
+    low, high = trained_quality_range(model)
+    lowest = quality_range(model)[0]
+    below = sorted({lowest, *range(math.ceil(lowest), math.ceil(low))}) if lowest < low else []
+    return [float(q) for q in below] + [round(float(q), 2) for q in np.linspace(low, high, count)]
 
 
 def match_jpeg2k_rate(image: np.ndarray, target_bits: int, threads: int, levels: tuple[float, float] = (20.0, 100.0),

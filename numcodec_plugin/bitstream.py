@@ -1,10 +1,11 @@
-"""The TerraCodec chunk format, versions 1 to 5 (specified in ``docs/format.md``).
+"""The TerraCodec chunk format, versions 1 to 6 (specified in ``docs/format.md``).
 
 A chunk is self-describing: the header says which model and quality coded it, the array's
 shape and dtype, the no-data value and the tile grid, so any reader with the model can decode
 it without the codec configuration. Layout (little-endian)::
 
-    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set; 3 when bit 5 is; 4 when bit 6 is; 5 when bit 7 is) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
+    magic "TECZ" | version u8 (1; 2 when flag bit 4 is set; 3 when bit 5 is; 4 when bit 6 is; 5 when bit 7 is;
+    |   6 when tiles follow and the quality is below 1) | flags u8 | dtype u8 | ndim u8 | shape u32*ndim
     | model name (u8 length + UTF-8) | model digest 8 bytes | quality f32 | nodata f64
     | dn_scale f32 | tile height u16 | tile width u16 | streams per tile u8
     | [mask: varint length + zlib(packbits(mask))]      (flag bit 0; bit 3: one mask for all bands;
@@ -28,7 +29,9 @@ corrections, :mod:`numcodec_plugin.lowpass`) makes a chunk version 3, for the sa
 bit 6 (scale table): the latent streams are coded against the fixed scale table
 (:class:`~numcodec_plugin.models.entropy_coding.ScaleTable`) instead of one discretised Gaussian per
 element; such chunks are version 4. Flag bit 7 (spectral corrections, :mod:`numcodec_plugin.spectral`)
-makes a chunk version 5.
+makes a chunk version 5. A chunk with tiles coded at a quality below 1 (a model's gain units
+extrapolated below its lowest trained level; readers before version 6 would clamp the quality and
+decode wrongly) is version 6, whatever its flags.
 
 This module only packs and unpacks bytes; it knows nothing about networks.
 """
@@ -55,6 +58,9 @@ TEMPORAL_VERSION = 2
 LOWPASS_VERSION = 3
 SCALE_TABLE_VERSION = 4
 SPECTRAL_VERSION = 5
+EXTRAPOLATED_QUALITY_VERSION = 6
+#: a chunk with tiles coded at a quality below this is version 6
+LOWEST_TRAINED_QUALITY = 1.0
 FLAG_MASK = 0x01
 FLAG_RESIDUAL = 0x02
 FLAG_RESIDUAL_ONLY = 0x04  # no learned layer: the residual layer codes the values themselves
@@ -165,7 +171,8 @@ def pack(chunk: Chunk) -> bytes:
     if mask is not None and (mask == mask[..., :1, :, :]).all():  # no-data is usually whole pixels
         flags |= FLAG_PIXEL_MASK
         mask = mask[..., 0, :, :]
-    out += struct.pack("<BBBB", _version(flags), flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
+    version = _version(flags, h.quality, has_tiles=not chunk.residual_only)
+    out += struct.pack("<BBBB", version, flags, DTYPE_CODES[np.dtype(h.dtype)], len(h.shape))
     out += struct.pack(f"<{len(h.shape)}I", *h.shape)
     out += struct.pack("<B", len(name)) + name + h.model_digest
     out += _FIXED.pack(h.quality, h.nodata, h.dn_scale, *h.tile_shape, h.streams_per_tile)
@@ -202,8 +209,11 @@ def pack_tile(tile: CodedTile, bands: int, lowpass: bool, spectral: bool) -> byt
     return bytes(out)
 
 
-def _version(flags: int) -> int:
-    """The oldest format version that has every feature ``flags`` uses."""
+def _version(flags: int, quality: float, *, has_tiles: bool) -> int:
+    """The oldest format version that has every feature of a chunk with these ``flags``, ``quality`` and
+    tiles (or none)."""
+    if has_tiles and quality < LOWEST_TRAINED_QUALITY:
+        return EXTRAPOLATED_QUALITY_VERSION
     if flags & FLAG_SPECTRAL:
         return SPECTRAL_VERSION
     if flags & FLAG_SCALE_TABLE:
@@ -265,10 +275,10 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     r = _Reader(view[:-4])
     r.take(4, "magic")
     version, flags, dtype_code, ndim = r.unpack("<BBBB", "header")
-    if version not in (VERSION, TEMPORAL_VERSION, LOWPASS_VERSION, SCALE_TABLE_VERSION, SPECTRAL_VERSION):
+    if not VERSION <= version <= EXTRAPOLATED_QUALITY_VERSION:
         raise BitstreamError(f"chunk format version {version} is not supported by this reader (supports {VERSION} to "
-                             f"{SPECTRAL_VERSION}); upgrade xr-terracodec")
-    if flags & ~KNOWN_FLAGS or _version(flags) != version:
+                             f"{EXTRAPOLATED_QUALITY_VERSION}); upgrade xr-terracodec")
+    if flags & ~KNOWN_FLAGS:
         raise BitstreamError(f"corrupt chunk: flags {flags:#04x} do not match format version {version}")
     if dtype_code not in DTYPES:
         raise BitstreamError(f"corrupt chunk: unknown dtype code {dtype_code}")
@@ -286,6 +296,8 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     quality, nodata, dn_scale, tile_h, tile_w, streams = r.unpack(_FIXED, "coding parameters")
     if tile_h < 1 or tile_w < 1 or streams < 1:
         raise BitstreamError(f"corrupt chunk: tile {tile_h}x{tile_w} with {streams} streams")
+    if _version(flags, quality, has_tiles=not flags & FLAG_RESIDUAL_ONLY) != version:
+        raise BitstreamError(f"corrupt chunk: flags {flags:#04x} and quality {quality:g} do not match format version {version}")
     header = ChunkHeader(tuple(shape), DTYPES[dtype_code], name, digest, quality, nodata, dn_scale, (tile_h, tile_w), streams,
                          bool(flags & FLAG_TEMPORAL), bool(flags & FLAG_SCALE_TABLE))
     mask = None

@@ -30,7 +30,13 @@ import torch
 from numcodec_plugin import bitstream, lowpass, runtime, spectral
 from numcodec_plugin.errors import BitstreamError, ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
-from numcodec_plugin.models.registry import check_quality, check_refinement, default_quality, load_model, quality_range
+from numcodec_plugin.models.registry import (
+    check_quality,
+    check_refinement,
+    default_quality,
+    load_model,
+    trained_quality_range,
+)
 from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
 from numcodec_plugin.scoped_determinism import deterministic_torch
 from numcodec_plugin.tile_pool import map_tiles
@@ -153,6 +159,46 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     check_refinement(settings.model, settings.refinement_steps)
     coder = load_model(settings.model, quality, device)
     prepared = [_prepare(np.asarray(array), settings, coder) for array in arrays]
+    rate_lambda = coder.rate_lambda(quality)
+    # per chunk: (quality the network coded it at, corrected tiles, standardised reconstruction)
+    options = [[(q, tiles, decoded) for tiles, decoded in zip(*_code_chunks(coder, prepared, q, rate_lambda, settings,
+                                                                             batch_size))]
+               for q in network_qualities(settings.model, quality)]
+    chosen = options[0] if len(options) == 1 else [
+        min(chunk_options, key=lambda option: _chunk_cost(option[1], option[2], p, coder, rate_lambda))
+        for p, chunk_options in zip(prepared, zip(*options))]
+    out = []
+    for array, p, (network_quality, tiles, decoded) in zip(arrays, prepared, chosen):
+        header = bitstream.ChunkHeader(
+            shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
+            model_digest=coder.identity.digest, quality=float(network_quality), nodata=p.nodata,
+            dn_scale=float(settings.dn_scale), tile_shape=p.tile_shape, streams_per_tile=coder.streams(network_quality),
+            temporal=coder.temporal, scale_table=coder.latent_scale_table,
+        )
+        layer = None
+        if p.max_error is not None:
+            reconstruction = _reconstruct(header, decoded, tiles, coder)
+            frames_mask = None if p.mask is None else p.mask.reshape(reconstruction.shape)
+            layer = encode_residual(np.asarray(array).reshape(reconstruction.shape), reconstruction, frames_mask,
+                                    p.max_error, p.nodata)
+        out.append(bitstream.pack(bitstream.Chunk(header, p.mask, tiles, layer)))
+    return out
+
+
+def network_qualities(model: str | None, quality: float) -> list[float]:
+    """The qualities the network codes a chunk at when ``quality`` is asked for: that one, and below the
+    model's lowest trained quality also the lowest trained one. Either way the corrections trade at
+    ``quality``'s lambda, and :func:`encode_many` keeps per chunk the coding of lower ``lambda * D + R``
+    (:data:`~numcodec_plugin.models.registry.EXTRAPOLATED_LEVELS` says why both)."""
+    lowest = trained_quality_range(model)[0]
+    return [quality] if quality >= lowest else [lowest, quality]
+
+
+def _code_chunks(coder: AnyCoder, prepared: list[_PreparedChunk], quality: float, rate_lambda: float,
+                 settings: EncodeSettings, batch_size: int) -> tuple[list[list[CodedTile]], list[np.ndarray]]:
+    """Every prepared chunk's corrected tiles (frame-major) and their standardised reconstruction, the
+    network at ``quality`` and the corrections at ``rate_lambda``; the tiles of all chunks of one tile
+    shape and span go through the network together."""
     coded: list[list[CodedTile]] = [[] for _ in prepared]
     reconstructed: list[np.ndarray] = [np.empty(0) for _ in prepared]
     orders = [_unit_order(p.shape, p.tile_shape, coder.temporal) for p in prepared]
@@ -161,7 +207,6 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
         groups.setdefault((p.tile_shape, span), []).append(index)
     # refined latents are chosen per tile against the analysed ones, by the cost after the corrections
     latent_choices = (0, settings.refinement_steps) if settings.refinement_steps else (0,)
-    rate_lambda = coder.rate_lambda(quality)
     for (_, span), members in groups.items():
         units = np.concatenate([prepared[i].tiles[orders[i][0]] for i in members])
         candidates = [_compress_units(coder, units, span, quality, batch_size, steps, settings.max_error is not None)
@@ -176,22 +221,7 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
             coded[i], reconstructed[i] = _cheapest_per_tile(codings, prepared[i].tiles, prepared[i].valid,
                                                             coder.identity.mean, coder.identity.std, rate_lambda)
             offset += len(order)
-    out = []
-    for array, p, tiles, decoded in zip(arrays, prepared, coded, reconstructed):
-        header = bitstream.ChunkHeader(
-            shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
-            model_digest=coder.identity.digest, quality=float(quality), nodata=p.nodata,
-            dn_scale=float(settings.dn_scale), tile_shape=p.tile_shape, streams_per_tile=coder.streams(quality),
-            temporal=coder.temporal, scale_table=coder.latent_scale_table,
-        )
-        layer = None
-        if p.max_error is not None:
-            reconstruction = _reconstruct(header, decoded, tiles, coder)
-            frames_mask = None if p.mask is None else p.mask.reshape(reconstruction.shape)
-            layer = encode_residual(np.asarray(array).reshape(reconstruction.shape), reconstruction, frames_mask,
-                                    p.max_error, p.nodata)
-        out.append(bitstream.pack(bitstream.Chunk(header, p.mask, tiles, layer)))
-    return out
+    return coded, reconstructed
 
 
 def _encode_residual_only(array: np.ndarray, settings: EncodeSettings) -> bytes:
@@ -222,7 +252,7 @@ def bounded_quality_candidates(model: str | None) -> list[float]:
     Low qualities win when the learned layer is coarse relative to the bound (the residual layer
     then carries the detail more cheaply); high ones when the network reconstructs finely.
     """
-    lo, hi = quality_range(model)
+    lo, hi = trained_quality_range(model)
     return sorted({float(q) for q in (lo, lo + 1, lo + 2, round((lo + hi) / 2), hi) if q <= hi})
 
 
@@ -302,6 +332,13 @@ def _coded_cost(tile: CodedTile, decoded: np.ndarray, original: np.ndarray, vali
     squared = float(np.sum(error * error * valid)) / values
     bits = 8 * len(bitstream.pack_tile(tile, error.shape[0], lowpass=True, spectral=True)) / values
     return rate_lambda * squared / lowpass.DN_PER_REFLECTANCE_SQUARED + bits
+
+
+def _chunk_cost(tiles: list[CodedTile], decoded: np.ndarray, prepared: _PreparedChunk, coder: AnyCoder,
+                rate_lambda: float) -> float:
+    """The summed :func:`_coded_cost` of a chunk's corrected tiles (frame-major) and their reconstruction."""
+    return sum(_coded_cost(tile, decoded[k], prepared.tiles[k], prepared.valid[k, 0], coder.identity.mean,
+                           coder.identity.std, rate_lambda) for k, tile in enumerate(tiles))
 
 
 def _cheapest_per_tile(codings: list[tuple[list[CodedTile], np.ndarray]], originals: np.ndarray, valid: np.ndarray,

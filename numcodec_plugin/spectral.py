@@ -65,8 +65,10 @@ def centre_of(mean: tuple[float, ...] | np.ndarray) -> np.ndarray:
 
 
 def _whole_dn(reconstruction: np.ndarray) -> np.ndarray:
-    """The reconstruction rounded to whole DN and clipped to +-VALUE_LIMIT, float64."""
-    return np.clip(np.rint(reconstruction.astype(np.float64)), -VALUE_LIMIT, VALUE_LIMIT)
+    """The reconstruction rounded to whole DN and clipped to +-VALUE_LIMIT, float64 (a new array)."""
+    rounded = reconstruction.astype(np.float64)
+    np.rint(rounded, out=rounded)
+    return np.clip(rounded, -VALUE_LIMIT, VALUE_LIMIT, out=rounded)
 
 
 def _mapped(rounded: np.ndarray, weights: np.ndarray, offsets: np.ndarray, step_log2: int,
@@ -100,16 +102,25 @@ def fit(reconstruction: np.ndarray, original: np.ndarray, valid: np.ndarray, cen
     count = int(valid.sum())
     if count <= 4 * (bands + 1):
         return None
-    rounded = _whole_dn(reconstruction)[:, valid]
-    error = rounded - original[:, valid]
-    design = np.vstack([rounded - centre[:, None], np.ones((1, count))])
-    gram, cross = design @ design.T, design @ error.T  # (bands + 1, bands + 1), (bands + 1, bands)
+    rounded, original = _whole_dn(reconstruction), np.asarray(original, dtype=np.float64)
+    if count == valid.size:  # no copies where every pixel counts, the usual tile
+        rounded, original = rounded.reshape(bands, -1), original.reshape(bands, -1)
+    else:
+        rounded, original = rounded[:, valid], original[:, valid]
+    error = rounded - original
+    centred = np.subtract(rounded, centre[:, None], out=rounded)
+    # the moments of the design [R - c; 1] and its cross moments with the error, without stacking it
+    gram = np.empty((bands + 1, bands + 1))
+    gram[:bands, :bands] = centred @ centred.T
+    gram[:bands, bands] = gram[bands, :bands] = centred.sum(axis=1)
+    gram[bands, bands] = count
+    cross = np.vstack([centred @ error.T, error.sum(axis=1)[None]])  # (bands + 1, bands)
     try:
         coefficients = np.linalg.solve(gram, cross).T  # (bands, bands + 1)
     except np.linalg.LinAlgError:  # e.g. a constant tile: its DC offsets already did all a map could
         return None
     values = count * bands
-    squared = float(np.sum(error * error))
+    squared = float(np.vdot(error, error))
 
     def cost(mapping: np.ndarray | None, bits: float) -> float:
         remaining = squared

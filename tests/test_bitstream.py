@@ -17,8 +17,9 @@ from numcodec_plugin.models.base import CodedTile
 from tests.conftest import TEST_MODEL
 
 
-def _chunk(mask: bool, corrections: bool = False, scale_table: bool = False, spectral: bool = False) -> bitstream.Chunk:
-    header = bitstream.ChunkHeader((2, 12, 300, 200), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", 4.5, 0.0,
+def _chunk(mask: bool, corrections: bool = False, scale_table: bool = False, spectral: bool = False,
+           quality: float = 4.5) -> bitstream.Chunk:
+    header = bitstream.ChunkHeader((2, 12, 300, 200), np.dtype("uint16"), "tec-s2-gain-v1", b"12345678", quality, 0.0,
                                    10000.0, (160, 224), 2, scale_table=scale_table)
     offsets = (0, 1, -1, 63, -64, 64, -65, 1000, -1000, 2**20, -(2**20), 7)
     correction = LowpassCorrection(5, 40, tuple(range(90, 102)), b"grid" * 30)
@@ -46,6 +47,31 @@ def test_pack_unpack_round_trip(mask: bool, corrections: bool, scale_table: bool
     assert (back.mask is None) == (not mask)
     if mask:
         np.testing.assert_array_equal(back.mask, chunk.mask)
+
+
+@pytest.mark.parametrize("quality", [0.75, 0.0, -1.5])
+def test_qualities_below_one_make_version_6(quality: float) -> None:
+    """A chunk coded at an extrapolated quality is version 6 whatever its features, and refused relabelled as
+    the version its flags alone would give (a reader before version 6 would clamp the quality and decode wrongly)."""
+    chunk = _chunk(mask=True, corrections=True, scale_table=True, spectral=True, quality=quality)
+    data = bytearray(bitstream.pack(chunk))
+    assert data[4] == bitstream.EXTRAPOLATED_QUALITY_VERSION
+    assert bitstream.unpack(bytes(data)).header == chunk.header
+    data[4] = bitstream.SPECTRAL_VERSION
+    with pytest.raises(BitstreamError, match="quality -?[0-9.]+ do not match format version 5"):
+        bitstream.unpack(_with_crc(data))
+    at_one = bytearray(bitstream.pack(_chunk(mask=True, corrections=True, scale_table=True, spectral=True, quality=1.0)))
+    assert at_one[4] == bitstream.SPECTRAL_VERSION
+    at_one[4] = bitstream.EXTRAPOLATED_QUALITY_VERSION
+    with pytest.raises(BitstreamError, match="do not match format version 6"):
+        bitstream.unpack(_with_crc(at_one))
+
+
+def test_residual_only_chunks_keep_their_version() -> None:
+    """Chunks without a learned layer record quality 0 but have no gains to extrapolate: not version 6."""
+    data = engine.encode(np.arange(12 * 16 * 16, dtype=np.uint16).reshape(12, 16, 16),
+                         engine.EncodeSettings(model=TEST_MODEL, max_error=0, quality=None))
+    assert bitstream.unpack(data).residual_only and data[4] < bitstream.EXTRAPOLATED_QUALITY_VERSION
 
 
 def test_header_overhead_is_small() -> None:

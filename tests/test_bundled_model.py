@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from numcodec_plugin import DEFAULT_MODEL, engine, quality_range, tile_pool
-from numcodec_plugin.models.registry import load_model
+from numcodec_plugin import DEFAULT_MODEL, bitstream, engine, quality_range, tile_pool
+from numcodec_plugin.models.registry import EXTRAPOLATED_LEVELS, load_model, trained_quality_range
 from numcodec_plugin.scoped_determinism import deterministic_torch
 from xr_terracodec import metrics
 
@@ -43,6 +43,47 @@ def test_rate_lambda_follows_the_training_lambdas_between_levels() -> None:
     assert coder.rate_lambda(1.0) == pytest.approx(lambdas[0])
     assert coder.rate_lambda(float(len(lambdas))) == pytest.approx(lambdas[-1])
     assert coder.rate_lambda(2.5) == pytest.approx(math.sqrt(lambdas[1] * lambdas[2]))
+
+
+def test_qualities_below_the_trained_levels_extrapolate_the_lambda(s2_scene: np.ndarray) -> None:
+    """Qualities below 1 keep the network at quality 1 and extrapolate the correction layers' lambda
+    geometrically: rate and PSNR keep falling below quality 1, with the decoder unchanged."""
+    coder = load_model(None, 1.0)
+    lambdas = coder.lambdas
+    assert coder.rate_lambda(0.0) == pytest.approx(lambdas[0] ** 2 / lambdas[1])
+    assert quality_range() == (1.0 - EXTRAPOLATED_LEVELS, 8.0) and trained_quality_range() == (1.0, 8.0)
+    x = np.ascontiguousarray(s2_scene[:, 256:512, 256:512])
+    results = []
+    for quality in (quality_range()[0], 0.0, 1.0):
+        data = numcodecs.get_codec({"id": "terracodec", "quality": quality}).encode(x)
+        results.append((len(data) * 8 / x.size, metrics.psnr(metrics.mse(x, engine.decode(data)))))
+    rates, psnrs = zip(*results)
+    assert rates[0] < rates[1] < rates[2], results
+    assert psnrs[0] < psnrs[1] < psnrs[2], results
+
+
+def test_below_the_trained_levels_each_chunk_keeps_the_cheaper_network_quality(s2_scene: np.ndarray,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """At a quality below 1 the encoder codes a chunk with the extrapolated gains and with the network at
+    quality 1, the corrections at the extrapolated lambda both times, and keeps the one of lower
+    lambda * D + R: never costlier than either alone."""
+    x = np.ascontiguousarray(s2_scene[:, :256, :256])
+    quality = -1.0
+    lam = load_model(None, quality).rate_lambda(quality)
+
+    def cost(data: bytes) -> float:
+        mse = metrics.mse(x, engine.decode(data)) / 1e8  # reflectance units
+        return lam * mse + len(data) * 8 / x.size
+
+    assert engine.network_qualities(None, quality) == [1.0, quality] and engine.network_qualities(None, 2.0) == [2.0]
+    chosen = engine.encode(x, engine.EncodeSettings(quality=quality))
+    alone = {}
+    for network_quality in (1.0, quality):
+        monkeypatch.setattr(engine, "network_qualities", lambda model, q, nq=network_quality: [nq])
+        alone[network_quality] = engine.encode(x, engine.EncodeSettings(quality=quality))
+    assert bitstream.unpack(alone[1.0]).header.quality == 1.0 and alone[quality][4] == bitstream.EXTRAPOLATED_QUALITY_VERSION
+    assert chosen in alone.values()
+    assert cost(chosen) == pytest.approx(min(cost(data) for data in alone.values()), rel=1e-3)
 
 
 def test_decoding_is_reproducible_across_threads_batches_and_processes(s2_scene: np.ndarray, tmp_path) -> None:

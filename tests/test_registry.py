@@ -63,6 +63,18 @@ def test_missing_official_weights_say_where_they_looked(tmp_path: Path, monkeypa
     assert "Hugging Face cache" in message and "lambda-200" in message
 
 
+def test_gain_models_extend_their_quality_range_below_the_trained_levels() -> None:
+    """The bundled and test models accept qualities down to EXTRAPOLATED_LEVELS below 1; their default stays
+    the middle of the trained range, and published models keep their published qualities."""
+    assert registry.trained_quality_range() == (1.0, 8.0)
+    assert quality_range() == (1.0 - registry.EXTRAPOLATED_LEVELS, 8.0)
+    assert quality_range("test-fixed-seed") == (1.0 - registry.EXTRAPOLATED_LEVELS, 4.0)
+    assert registry.default_quality() == 5.0
+    assert quality_range("tec-fp") == registry.trained_quality_range("tec-fp") == (1.0, 5.0)
+    with pytest.raises(ConfigurationError, match="outside"):
+        registry.check_quality("tec-fp", 0.5)
+
+
 def test_temporal_models_resolve_with_their_qualities() -> None:
     assert quality_range("tec-tt-l2a") == (1.0, 7.0)
     assert quality_range("flextec") == (1.0, 16.0)

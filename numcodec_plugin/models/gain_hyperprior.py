@@ -87,9 +87,11 @@ class GainHyperprior(nn.Module):
         return self.log_gain.shape[0]
 
     def gains(self, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Gain and inverse gain, shape (B, M, 1, 1), for per-sample qualities in [0, levels-1]."""
-        quality = quality.clamp(0, self.levels - 1)
-        low = quality.floor().long().clamp(max=self.levels - 2)
+        """Gain and inverse gain, shape (B, M, 1, 1), for per-sample qualities up to levels-1: between
+        levels interpolated geometrically, below level 0 extrapolated the same way from levels 0 and 1
+        (smaller gains, coarser latents: rates below the trained ones)."""
+        quality = quality.clamp(max=self.levels - 1)
+        low = quality.floor().long().clamp(0, self.levels - 2)
         frac = (quality - low).unsqueeze(1)
         def mix(table: torch.Tensor) -> torch.Tensor:
             return torch.exp(table[low] * (1 - frac) + table[low + 1] * frac)[:, :, None, None]
@@ -196,7 +198,8 @@ class PortableDecoder:
 
 
 class GainHyperpriorCoder:
-    """:class:`TileCoder` for a :class:`GainHyperprior`; quality q in [1, levels] picks the gains.
+    """:class:`TileCoder` for a :class:`GainHyperprior`; quality q picks the gains of level q - 1
+    (trained for q in [1, levels]; below 1 extrapolated, see :meth:`GainHyperprior.gains`).
 
     What encoder and decoder must both compute (the hyper-synthesis that gives the entropy
     parameters, and the synthesis whose output is the reconstruction) runs *canonically*: on CPU,
@@ -240,9 +243,13 @@ class GainHyperpriorCoder:
         return 2
 
     def rate_lambda(self, quality: float) -> float:
-        """The training lambda of ``quality``, interpolated geometrically like the gains."""
+        """The training lambda of ``quality``, interpolated geometrically like the gains, and below quality
+        1 extrapolated like them from the two lowest levels."""
         log_lambdas = np.log(np.asarray(self.lambdas, dtype=np.float64))
-        return float(np.exp(np.interp(quality - 1.0, np.arange(len(log_lambdas)), log_lambdas)))
+        level = quality - 1.0
+        if level < 0:
+            return float(np.exp(log_lambdas[0] + level * (log_lambdas[1] - log_lambdas[0])))
+        return float(np.exp(np.interp(level, np.arange(len(log_lambdas)), log_lambdas)))
 
     def _gains(self, batch: int, quality: float, network: GainHyperprior | PortableDecoder,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

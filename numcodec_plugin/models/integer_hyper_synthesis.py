@@ -53,7 +53,8 @@ def _round(values: torch.Tensor) -> torch.Tensor:
 
 
 def _per_level(table: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
-    """(B,) values of a (levels,) ``table`` at per-sample qualities in [0, levels-1], interpolated linearly."""
+    """(B,) values of a (levels,) ``table`` at per-sample qualities, interpolated linearly between levels;
+    outside [0, levels-1] the nearest level's (extrapolated qualities below level 0 use level 0's steps)."""
     quality = quality.to(table).clamp(0, len(table) - 1)
     low = quality.floor().long().clamp(max=len(table) - 2)
     frac = quality - low

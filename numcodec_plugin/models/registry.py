@@ -3,7 +3,8 @@
 Names:
 
 * ``"tec-s2-gain-v2"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
-  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8. Its hyper-synthesis
+  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8 as trained, down to -1.5
+  by extrapolation (:data:`EXTRAPOLATED_LEVELS`). Its hyper-synthesis
   computes with integers (:mod:`numcodec_plugin.models.integer_hyper_synthesis`), so every CPU and
   GPU derives the same entropy parameters: its lossy chunks decode on CPUs with other instruction
   sets (to within float rounding of the reconstruction) instead of being refused now and then.
@@ -144,8 +145,19 @@ def read_network(path: Path) -> tuple[GainHyperprior, dict]:
     return network, shipped
 
 
-def quality_range(model: str | None = None) -> tuple[float, float]:
-    """Valid ``quality`` values (inclusive) of ``model`` (default: the bundled model); higher = more bits."""
+#: how many levels below its lowest trained one a model with gain units may be asked for. There the
+#: encoder codes each chunk twice, with the gains, inverse gains and lambda extrapolated geometrically
+#: from the two lowest levels (:meth:`GainHyperprior.gains`; chunk format 6, which older readers refuse)
+#: and with the network at its lowest trained quality but the correction layers at the extrapolated
+#: lambda, and keeps the one of lower ``lambda * D + R`` (:func:`numcodec_plugin.engine.network_qualities`):
+#: rates below the trained ones (docs/model-card.md measures them). Neither alone is enough: on scenes
+#: the network codes well the extrapolated gains cost more bits, not fewer.
+EXTRAPOLATED_LEVELS = 2.5
+
+
+def trained_quality_range(model: str | None = None) -> tuple[float, float]:
+    """The qualities (inclusive) ``model`` (default: the bundled model) was trained or published for:
+    1 to its number of levels."""
     name = model or DEFAULT_MODEL
     if name in OFFICIAL_MODELS:
         return (1.0, float(OFFICIAL_MODELS[name].quality_count))
@@ -154,9 +166,18 @@ def quality_range(model: str | None = None) -> tuple[float, float]:
     return (1.0, float(len(_shipped_header(_weights_name(name))["lambdas"])))
 
 
+def quality_range(model: str | None = None) -> tuple[float, float]:
+    """Valid ``quality`` values (inclusive) of ``model`` (default: the bundled model); higher = more bits.
+    The trained range, and for the bundled and test models (gain units) :data:`EXTRAPOLATED_LEVELS` below it."""
+    low, high = trained_quality_range(model)
+    if (model or DEFAULT_MODEL) not in OFFICIAL_MODELS:
+        low -= EXTRAPOLATED_LEVELS
+    return (low, high)
+
+
 def default_quality(model: str | None = None) -> float:
-    """A middle quality: the codec's default when none is given."""
-    lo, hi = quality_range(model)
+    """The middle of the trained range: the codec's default when none is given."""
+    lo, hi = trained_quality_range(model)
     return float(round((lo + hi) / 2 + 0.49))
 
 
