@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 from benchmarks import coders, metrics, reporting, sentinel2, timing  # noqa: E402
 from benchmarks.coders import Coder, TerraCodec  # noqa: E402
 from numcodec_plugin import bitstream, engine, lowpass, quality_range, spectral  # noqa: E402
+from numcodec_plugin.models.registry import trained_quality_range  # noqa: E402
 from numcodec_plugin.models import entropy_coding  # noqa: E402
 from numcodec_plugin.models.gain_hyperprior import GainHyperpriorCoder  # noqa: E402
 from numcodec_plugin.models.registry import load_model  # noqa: E402
@@ -74,9 +75,9 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def default_qualities(model: str | None) -> list[float]:
-    """The model's lowest, default and highest quality."""
-    low, high = quality_range(model)
-    return sorted({low, coders.default_quality(model), high})
+    """The model's lowest valid, lowest trained, default and highest quality."""
+    low, high = trained_quality_range(model)
+    return sorted({quality_range(model)[0], low, coders.default_quality(model), high})
 
 
 def speed_row(chunk: np.ndarray, coder: Coder, measured: timing.Timing, anchor: timing.Timing | None) -> list[str]:

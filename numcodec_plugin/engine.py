@@ -187,11 +187,14 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
 
 def network_qualities(model: str | None, quality: float) -> list[float]:
     """The qualities the network codes a chunk at when ``quality`` is asked for: that one, and below the
-    model's lowest trained quality also the lowest trained one. Either way the corrections trade at
-    ``quality``'s lambda, and :func:`encode_many` keeps per chunk the coding of lower ``lambda * D + R``
-    (:data:`~numcodec_plugin.models.registry.EXTRAPOLATED_LEVELS` says why both)."""
+    model's lowest trained quality also the lowest trained one and every whole quality in between,
+    highest first. The corrections trade at ``quality``'s lambda in every coding, and :func:`encode_many`
+    keeps per chunk the coding of lower ``lambda * D + R``
+    (:data:`~numcodec_plugin.models.registry.EXTRAPOLATED_LEVELS` says why)."""
     lowest = trained_quality_range(model)[0]
-    return [quality] if quality >= lowest else [lowest, quality]
+    if quality >= lowest:
+        return [quality]
+    return [float(q) for q in range(int(lowest), math.floor(quality), -1)] + [float(quality)]
 
 
 def _code_chunks(coder: AnyCoder, prepared: list[_PreparedChunk], quality: float, rate_lambda: float,

@@ -64,9 +64,9 @@ def test_qualities_below_the_trained_levels_extrapolate_the_lambda(s2_scene: np.
 
 def test_below_the_trained_levels_each_chunk_keeps_the_cheaper_network_quality(s2_scene: np.ndarray,
                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    """At a quality below 1 the encoder codes a chunk with the extrapolated gains and with the network at
-    quality 1, the corrections at the extrapolated lambda both times, and keeps the one of lower
-    lambda * D + R: never costlier than either alone."""
+    """At a quality below 1 the encoder codes a chunk with the network at that quality (extrapolated gains), at
+    the whole qualities above it and at quality 1, the corrections at the extrapolated lambda every time, and
+    keeps the one of lowest lambda * D + R: never costlier than any alone."""
     x = np.ascontiguousarray(s2_scene[:, :256, :256])
     quality = -1.0
     lam = load_model(None, quality).rate_lambda(quality)
@@ -75,10 +75,11 @@ def test_below_the_trained_levels_each_chunk_keeps_the_cheaper_network_quality(s
         mse = metrics.mse(x, engine.decode(data)) / 1e8  # reflectance units
         return lam * mse + len(data) * 8 / x.size
 
-    assert engine.network_qualities(None, quality) == [1.0, quality] and engine.network_qualities(None, 2.0) == [2.0]
+    assert engine.network_qualities(None, quality) == [1.0, 0.0, quality] and engine.network_qualities(None, 2.0) == [2.0]
+    assert engine.network_qualities(None, 0.5) == [1.0, 0.5]
     chosen = engine.encode(x, engine.EncodeSettings(quality=quality))
     alone = {}
-    for network_quality in (1.0, quality):
+    for network_quality in (1.0, 0.0, quality):
         monkeypatch.setattr(engine, "network_qualities", lambda model, q, nq=network_quality: [nq])
         alone[network_quality] = engine.encode(x, engine.EncodeSettings(quality=quality))
     assert bitstream.unpack(alone[1.0]).header.quality == 1.0 and alone[quality][4] == bitstream.EXTRAPOLATED_QUALITY_VERSION

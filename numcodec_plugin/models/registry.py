@@ -3,7 +3,7 @@
 Names:
 
 * ``"tec-s2-gain-v2"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
-  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8 as trained, down to -1.5
+  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8 as trained, down to -1
   by extrapolation (:data:`EXTRAPOLATED_LEVELS`). Its hyper-synthesis
   computes with integers (:mod:`numcodec_plugin.models.integer_hyper_synthesis`), so every CPU and
   GPU derives the same entropy parameters: its lossy chunks decode on CPUs with other instruction
@@ -146,13 +146,14 @@ def read_network(path: Path) -> tuple[GainHyperprior, dict]:
 
 
 #: how many levels below its lowest trained one a model with gain units may be asked for. There the
-#: encoder codes each chunk twice, with the gains, inverse gains and lambda extrapolated geometrically
-#: from the two lowest levels (:meth:`GainHyperprior.gains`; chunk format 6, which older readers refuse)
-#: and with the network at its lowest trained quality but the correction layers at the extrapolated
-#: lambda, and keeps the one of lower ``lambda * D + R`` (:func:`numcodec_plugin.engine.network_qualities`):
-#: rates below the trained ones (docs/model-card.md measures them). Neither alone is enough: on scenes
-#: the network codes well the extrapolated gains cost more bits, not fewer.
-EXTRAPOLATED_LEVELS = 2.5
+#: encoder codes each chunk with the network at the quality asked for (gains, inverse gains and lambda
+#: extrapolated geometrically from the two lowest levels, :meth:`GainHyperprior.gains`; chunk format 6,
+#: which older readers refuse), at every whole quality above it and at the lowest trained one, the
+#: engine's corrections at the extrapolated lambda each time, and keeps the coding of lowest
+#: ``lambda * D + R`` (:func:`numcodec_plugin.engine.network_qualities`): rates below the trained ones
+#: (docs/model-card.md measures them). The extrapolated gains alone are not enough: on scenes the
+#: network codes well they cost more bits, not fewer, the further they go.
+EXTRAPOLATED_LEVELS = 2.0
 
 
 def trained_quality_range(model: str | None = None) -> tuple[float, float]:

@@ -35,6 +35,8 @@ CASES = {
     # chunk format 5: spectral corrections
     "v2_f5_q3": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=3), False),
     "v2_f5_q5_max_error_20": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=5, max_error=20), False),
+    # chunk format 6: a quality below 1 (extrapolated gains)
+    "v2_f6_q-1": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=-1), False),
 }
 
 
