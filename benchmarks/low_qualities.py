@@ -6,8 +6,9 @@ corrections at the extrapolated lambda every time, and keeps per chunk the codin
 ``lambda * D + R`` (``numcodec_plugin.engine.network_qualities``). This benchmark codes the tiles of
 ``rd_benchmark.py`` (same inputs and options) at each quality three ways, through the numcodecs config:
 as the codec does, and with only the extrapolated gains or only the network at quality 1 allowed (by
-narrowing ``engine.network_qualities`` for the run). Reported per quality and way: rate, PSNR, and the
-qualities the chosen codings' networks coded at.
+narrowing ``engine.network_qualities`` for the run). Reported per quality and way: rate, PSNR, the
+share of the chunks' bytes in the hyper-latent streams (the last of each tile's streams, as in the
+bundled image models), and the qualities the chosen codings' networks coded at.
 
 Example::
 
@@ -33,9 +34,10 @@ from benchmarks.rd_benchmark import add_data_arguments, load_tiles  # noqa: E402
 from numcodec_plugin import bitstream, engine  # noqa: E402
 from numcodec_plugin.models.registry import quality_range, trained_quality_range  # noqa: E402
 
-HEADERS = ("quality", "coding", "bpp/band", "PSNR (dB, peak 10000)", "tiles per network quality")
+HEADERS = ("quality", "coding", "bpp/band", "PSNR (dB, peak 10000)", "hyper-latent share of the bytes",
+           "tiles per network quality")
 #: the ways compared: name, and which of ``engine.network_qualities``' codings it allows (None: both)
-WAYS = (("as the codec does (the cheaper per chunk)", None), ("extrapolated gains only", -1), ("network at quality 1 only", 0))
+WAYS = (("as the codec does (the cheapest per chunk)", None), ("extrapolated gains only", -1), ("network at quality 1 only", 0))
 
 
 @contextlib.contextmanager
@@ -78,16 +80,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     for quality in args.qualities or default_qualities(args.model):
         for name, index in WAYS:
             coder = TerraCodec(quality=quality, model=args.model)
-            results, network = [], collections.Counter()
+            results, network, hyper_latent_bytes, total_bytes = [], collections.Counter(), 0, 0
             with only_coding(index):
                 for tile in tiles:
                     streams = coder.encode(tile.data)
-                    network[bitstream.unpack(streams[0]).header.quality] += 1
+                    chunk = bitstream.unpack(streams[0])
+                    network[chunk.header.quality] += 1
+                    hyper_latent_bytes += sum(len(tile.streams[-1]) for tile in chunk.tiles)
+                    total_bytes += len(streams[0])
                     results.append(metrics.evaluate(tile.data, coder.decode(streams), coders.coded_bits(streams)))
             point = metrics.aggregate(name, coder.setting, results)
             curves[name].append(point)
             counts = ", ".join(f"{count} at {q:g}" for q, count in sorted(network.items(), reverse=True))
-            rows.append((f"{quality:g}", name, f"{point.bpp:.4f}", f"{point.psnr:.2f}", counts))
+            rows.append((f"{quality:g}", name, f"{point.bpp:.4f}", f"{point.psnr:.2f}",
+                         f"{100 * hyper_latent_bytes / total_bytes:.0f} %", counts))
         print(f"quality {quality:g} done", file=sys.stderr)
     chosen = curves[WAYS[0][0]]
     bd_rows = []

@@ -23,7 +23,8 @@ def test_small_run_compares_the_two_codings_and_the_choice(s2_series: np.ndarray
     by_way = {(row[0], row[1]): row for row in rows}
     for quality in qualities[:-1]:
         chosen, extrapolated, at_one = (by_way[(quality, name)] for name, _ in low_qualities.WAYS)
-        assert extrapolated[4] == f"2 at {quality}" and at_one[4] == "2 at 1"
+        assert extrapolated[5] == f"2 at {quality}" and at_one[5] == "2 at 1"
+        assert all(0 < float(row[4].rstrip(" %")) < 100 for row in (chosen, extrapolated, at_one))
         assert float(chosen[2]) > 0 and float(chosen[3]) > 0
-    assert all(by_way[("1", name)][4] == "2 at 1" for name, _ in low_qualities.WAYS)  # quality 1: one coding only
+    assert all(by_way[("1", name)][5] == "2 at 1" for name, _ in low_qualities.WAYS)  # quality 1: one coding only
     assert engine.network_qualities(TEST_MODEL, -1.0) == [1.0, 0.0, -1.0]  # restored after the run
