@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 
 from benchmarks import metrics, reporting, sentinel2, timing  # noqa: E402
 from benchmarks.coders import TerraCodec, coded_bits, limit_threads  # noqa: E402
-from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, image_counterpart, quality_range  # noqa: E402
+from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, image_counterpart, trained_quality_range  # noqa: E402
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -38,7 +38,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--image-model", help="anchor image model (default: the temporal model's image counterpart)")
     parser.add_argument("--time-chunk", type=int, default=4, help="dates per temporal chunk")
     parser.add_argument("--size", type=int, default=256, help="centre crop of every frame (the store's chunk side)")
-    parser.add_argument("--qualities", type=float, nargs="*", help="default: every integer quality of the model")
+    parser.add_argument("--qualities", type=float, nargs="*", help="default: every integer quality the model was trained at")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="timing repeats for the random-access table")
     parser.add_argument("--out", type=Path, help="write temporal_rd.md here")
@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     image_model = args.image_model or image_counterpart(args.model)
     if image_model is None:
         raise SystemExit(f"{args.model} has no image counterpart; give --image-model")
-    lo, hi = quality_range(args.model)
+    lo, hi = trained_quality_range(args.model)
     qualities = args.qualities or [float(q) for q in range(int(lo), int(hi) + 1)]
     sequences = load_sequences(args)
     points = {
