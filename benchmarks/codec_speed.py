@@ -35,10 +35,9 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 from benchmarks import coders, metrics, reporting, sentinel2, timing  # noqa: E402
 from benchmarks.coders import Coder, TerraCodec  # noqa: E402
 from numcodec_plugin import bitstream, engine, lowpass, quality_range, spectral  # noqa: E402
-from numcodec_plugin.models.registry import trained_quality_range  # noqa: E402
 from numcodec_plugin.models import entropy_coding  # noqa: E402
 from numcodec_plugin.models.gain_hyperprior import GainHyperpriorCoder  # noqa: E402
-from numcodec_plugin.models.registry import load_model  # noqa: E402
+from numcodec_plugin.models.registry import load_model, trained_quality_range  # noqa: E402
 
 SPEED_HEADERS = ("Chunk", "Codec", "Setting", "bpp/band", "PSNR (dB, peak 10000)", "encode MB/s", "decode MB/s",
                  "encode vs J2K", "decode vs J2K", "rate vs J2K")

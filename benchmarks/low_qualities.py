@@ -1,4 +1,4 @@
-"""Qualities below 1: what each of the encoder's two codings gives, and what the choice between them gives.
+"""Qualities below 1: what the encoder's choice among its codings gives, against two of them alone.
 
 Below its lowest trained quality the encoder codes every chunk with the network at the quality asked
 for (its gain units extrapolated), at the whole qualities above it and at quality 1, the engine's
@@ -36,13 +36,13 @@ from numcodec_plugin.models.registry import quality_range, trained_quality_range
 
 HEADERS = ("quality", "coding", "bpp/band", "PSNR (dB, peak 10000)", "hyper-latent share of the bytes",
            "tiles per network quality")
-#: the ways compared: name, and which of ``engine.network_qualities``' codings it allows (None: both)
+#: the ways compared: name, and which of ``engine.network_qualities``' codings it allows (None: all)
 WAYS = (("as the codec does (the cheapest per chunk)", None), ("extrapolated gains only", -1), ("network at quality 1 only", 0))
 
 
 @contextlib.contextmanager
 def only_coding(index: int | None) -> Iterator[None]:
-    """While active, the encoder considers only coding ``index`` of :func:`engine.network_qualities` (None: both)."""
+    """While active, the encoder considers only coding ``index`` of :func:`engine.network_qualities` (None: all)."""
     original = engine.network_qualities
     if index is not None:
         engine.network_qualities = lambda model, quality: [original(model, quality)[index]]
@@ -82,13 +82,13 @@ def main(argv: Sequence[str] | None = None) -> None:
             coder = TerraCodec(quality=quality, model=args.model)
             results, network, hyper_latent_bytes, total_bytes = [], collections.Counter(), 0, 0
             with only_coding(index):
-                for tile in tiles:
-                    streams = coder.encode(tile.data)
+                for image in tiles:
+                    streams = coder.encode(image.data)
                     chunk = bitstream.unpack(streams[0])
                     network[chunk.header.quality] += 1
                     hyper_latent_bytes += sum(len(tile.streams[-1]) for tile in chunk.tiles)
                     total_bytes += len(streams[0])
-                    results.append(metrics.evaluate(tile.data, coder.decode(streams), coders.coded_bits(streams)))
+                    results.append(metrics.evaluate(image.data, coder.decode(streams), coders.coded_bits(streams)))
             point = metrics.aggregate(name, coder.setting, results)
             curves[name].append(point)
             counts = ", ".join(f"{count} at {q:g}" for q, count in sorted(network.items(), reverse=True))

@@ -46,8 +46,8 @@ def test_rate_lambda_follows_the_training_lambdas_between_levels() -> None:
 
 
 def test_qualities_below_the_trained_levels_extrapolate_the_lambda(s2_scene: np.ndarray) -> None:
-    """Qualities below 1 keep the network at quality 1 and extrapolate the correction layers' lambda
-    geometrically: rate and PSNR keep falling below quality 1, with the decoder unchanged."""
+    """Below quality 1 the lambda is extrapolated geometrically like the gains, and rate and PSNR keep falling
+    on real pixels down to the lowest valid quality."""
     coder = load_model(None, 1.0)
     lambdas = coder.lambdas
     assert coder.rate_lambda(0.0) == pytest.approx(lambdas[0] ** 2 / lambdas[1])

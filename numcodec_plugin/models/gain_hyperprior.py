@@ -247,7 +247,7 @@ class GainHyperpriorCoder:
         1 extrapolated like them from the two lowest levels."""
         log_lambdas = np.log(np.asarray(self.lambdas, dtype=np.float64))
         level = quality - 1.0
-        if level < 0:
+        if level < 0:  # np.interp would clamp; outputs at trained qualities stay np.interp's to the bit
             return float(np.exp(log_lambdas[0] + level * (log_lambdas[1] - log_lambdas[0])))
         return float(np.exp(np.interp(level, np.arange(len(log_lambdas)), log_lambdas)))
 
