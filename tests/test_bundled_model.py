@@ -21,7 +21,7 @@ from xr_terracodec import metrics
 
 
 def test_default_codec_uses_the_bundled_model() -> None:
-    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "tec-s2-gain-v2"
+    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "tec-s2-gain-v3"
 
 
 def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:
@@ -85,6 +85,24 @@ def test_below_the_trained_levels_each_chunk_keeps_the_cheaper_network_quality(s
     assert bitstream.unpack(alone[1.0]).header.quality == 1.0 and alone[quality][4] == bitstream.EXTRAPOLATED_QUALITY_VERSION
     assert chosen in alone.values()
     assert cost(chosen) == pytest.approx(min(cost(data) for data in alone.values()), rel=1e-3)
+
+
+def test_entropy_tables_code_the_same_symbols_in_fewer_bytes(s2_scene: np.ndarray) -> None:
+    """tec-s2-gain-v3 is v2 with per-quality entropy tables: at trained qualities its chunks decode to
+    v2's array in fewer bytes; below quality 1, where the tables save most, the chunk is smaller
+    still. The tables are part of the model's identity, so a v3 chunk names its own weights."""
+    x = np.ascontiguousarray(s2_scene[:, 256:512, 256:768])
+    v2, v3 = load_model("tec-s2-gain-v2"), load_model("tec-s2-gain-v3")
+    assert v2.identity.digest != v3.identity.digest
+    sizes = {}
+    for quality in (-1.0, 1.0, 5.0):
+        old, new = (engine.encode(x, engine.EncodeSettings(model=m, quality=quality)) for m in ("tec-s2-gain-v2", "tec-s2-gain-v3"))
+        header = bitstream.unpack(new).header
+        assert (header.model_name, header.model_digest) == ("tec-s2-gain-v3", v3.identity.digest)
+        if quality >= 1:
+            np.testing.assert_array_equal(engine.decode(new), engine.decode(old))
+        sizes[quality] = len(new) / len(old)
+    assert max(sizes.values()) < 1 and sizes[-1.0] < 0.9, sizes
 
 
 def test_decoding_is_reproducible_across_threads_batches_and_processes(s2_scene: np.ndarray, tmp_path) -> None:

@@ -149,6 +149,27 @@ class ScaleTable:
         guess -= (guess > 0) & (self.scales[guess - 1] >= values)
         return guess.astype(np.uint8)
 
+    def bits(self, symbols: np.ndarray, scales: np.ndarray) -> np.ndarray:
+        """About the bits :meth:`encode` spends on each of ``symbols`` (clipped) under ``scales`` (shaped
+        alike): its information content under its entry's law, at most the coder's precision, and an
+        escaped symbol's uniform code besides. What :mod:`numcodec_plugin.training.entropy_tables`
+        chooses scale factors by."""
+        entries = self.entries(scales).reshape(scales.shape).astype(np.int64)
+        radius = self.radii[entries]
+        escaped = np.abs(symbols) > radius
+        index = np.where(escaped, 2 * radius + 1, symbols + radius)
+        return self._information[entries, index] + escaped * math.log2(_ESCAPED_VALUES)
+
+    @functools.cached_property
+    def _information(self) -> np.ndarray:
+        """(entries, widest alphabet) bits of each symbol of each entry's law (padded)."""
+        table = np.full((len(self.scales), 2 * int(self.radii.max()) + 2), float(_PRECISION_BITS))
+        for entry, (scale, radius) in enumerate(zip(self.scales, self.radii)):
+            probabilities = _escaping_probabilities(float(scale), int(radius))
+            table[entry, :len(probabilities)] = np.minimum(-np.log2(np.maximum(probabilities, 2.0 ** -_PRECISION_BITS)),
+                                                           _PRECISION_BITS)
+        return table
+
     def _order(self, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Coding order of the elements (by table entry, raster order within one), each entry's
         number of elements, and each element's radius in coding order."""
@@ -188,12 +209,17 @@ class ScaleTable:
         return symbols.reshape(scales.shape)
 
 
-def _escaping_law(scale: float, radius: int):
-    """Categorical law over bins -radius..radius of N(0, scale), then the escape symbol."""
+def _escaping_probabilities(scale: float, radius: int) -> np.ndarray:
+    """Probabilities of bins -radius..radius of N(0, scale), then of the escape symbol."""
     edges = (np.arange(-radius, radius + 2, dtype=np.float64) - 0.5) / (scale * math.sqrt(2.0))
     tail = np.array([0.5 * math.erfc(e) for e in edges])  # P(X > edge), exact in the far tails
     probabilities = np.append(np.maximum(tail[:-1] - tail[1:], 0.0) * (1 - ESCAPE_PROBABILITY), ESCAPE_PROBABILITY)
-    return constriction.stream.model.Categorical(probabilities / probabilities.sum(), perfect=False)
+    return probabilities / probabilities.sum()
+
+
+def _escaping_law(scale: float, radius: int):
+    """Categorical law over bins -radius..radius of N(0, scale), then the escape symbol."""
+    return constriction.stream.model.Categorical(_escaping_probabilities(scale, radius), perfect=False)
 
 
 def laplace_scale_index(mean_abs: np.ndarray) -> np.ndarray:
@@ -285,6 +311,27 @@ class CategoricalTables:
             table[c, low[c] - start: low[c] - start + length[c]] = np.diff(cdf[c, : length[c] + 1])
         table /= table.sum(axis=1, keepdims=True)
         return cls(low, high, start, table)
+
+    @property
+    def packed_size(self) -> int:
+        """Entries of :meth:`packed`: each channel's table over its own range only."""
+        return int((self.high - self.low + 1).sum())
+
+    def packed(self, probabilities: np.ndarray) -> np.ndarray:
+        """(C, K) ``probabilities`` on this table's layout as one vector, each channel's range in turn."""
+        return np.concatenate([row[lo - self.start: hi - self.start + 1]
+                               for row, lo, hi in zip(probabilities, self.low, self.high)])
+
+    def with_packed(self, packed: np.ndarray) -> "CategoricalTables":
+        """Tables on the same symbol ranges with the probabilities of a :meth:`packed` vector."""
+        if len(packed) != self.packed_size:
+            raise ValueError(f"{len(packed)} packed probabilities for tables of {self.packed_size}")
+        table = np.zeros_like(self.probabilities)
+        ends = np.cumsum(self.high - self.low + 1)
+        for c, (row, lo) in enumerate(zip(np.split(np.asarray(packed, np.float64), ends[:-1]), self.low)):
+            table[c, lo - self.start: lo - self.start + len(row)] = row
+        table /= table.sum(axis=1, keepdims=True)
+        return CategoricalTables(self.low, self.high, self.start, table)
 
     def clip(self, symbols: np.ndarray) -> np.ndarray:
         """Clip (N, C, H, W) symbols into each channel's table range."""

@@ -54,12 +54,24 @@ class GainHyperprior(nn.Module):
     size_multiple = 32
 
     def __init__(self, bands: int = 12, N: int = 64, M: int = 160, levels: int = 8,
-                 integer_hyper_synthesis: bool = False) -> None:
+                 integer_hyper_synthesis: bool = False, table_qualities: list[float] | None = None,
+                 hyper_latent_table_size: int = 0) -> None:
+        """``table_qualities``: the qualities that have their own entropy tables, fitted after training
+        (:mod:`numcodec_plugin.training.entropy_tables`): :attr:`hyper_latent_probabilities`, with
+        ``hyper_latent_table_size`` packed entries each, and :attr:`latent_scale_factors`. None: the
+        entropy bottleneck's table and the hyper-synthesis's scales as they are, at every quality."""
         super().__init__()
         self.config = {"bands": bands, "N": N, "M": M, "levels": levels}
         if integer_hyper_synthesis:
             self.config["integer_hyper_synthesis"] = True
         self.register_buffer("spectral_rotation", torch.eye(bands))
+        if table_qualities:
+            self.config.update(table_qualities=list(table_qualities), hyper_latent_table_size=hyper_latent_table_size)
+            #: per table quality, the hyper-latent's probabilities packed on the bottleneck's symbol ranges
+            #: (:meth:`~numcodec_plugin.models.entropy_coding.CategoricalTables.packed`)
+            self.register_buffer("hyper_latent_probabilities", torch.zeros(len(table_qualities), hyper_latent_table_size))
+            #: per table quality, a factor on each latent channel's scales (1 where recalibrating does not pay)
+            self.register_buffer("latent_scale_factors", torch.ones(len(table_qualities), M))
         self.g_a = nn.Sequential(conv(bands, N), InferenceGDN(N), conv(N, N), InferenceGDN(N), conv(N, M))
         self.g_s = nn.Sequential(
             deconv(M, N), InferenceGDN(N, inverse=True), deconv(N, N), InferenceGDN(N, inverse=True), deconv(N, bands)
@@ -228,6 +240,13 @@ class GainHyperpriorCoder:
         self.identity = identity
         self.lambdas = lambdas
         self.z_tables = CategoricalTables.from_entropy_bottleneck(network.entropy_bottleneck)
+        qualities = [float(q) for q in network.config.get("table_qualities", ())]
+        #: per table quality: (hyper-latent tables, float32 factors on the latent's scales)
+        self._tables_by_quality = {
+            q: (self.z_tables.with_packed(probabilities.double().numpy()), factors.float().cpu().clone())
+            for q, probabilities, factors in zip(qualities, getattr(network, "hyper_latent_probabilities", ()),
+                                                 getattr(network, "latent_scale_factors", ()))
+        }
         self._medians = network.entropy_bottleneck._get_medians().detach().cpu()
         network.to_channels_last()
         if isinstance(network.h_s, IntegerHyperSynthesis):
@@ -241,6 +260,19 @@ class GainHyperpriorCoder:
     def streams(self, quality: float) -> int:
         """Streams per tile: the latent and the hyper-latent."""
         return 2
+
+    def _table_quality(self, quality: float) -> float | None:
+        """The table quality nearest ``quality`` (the lower of two equally near); None if the model has none."""
+        if not self._tables_by_quality:
+            return None
+        return min(self._tables_by_quality, key=lambda q: (abs(q - quality), q))
+
+    def hyper_latent_tables(self, quality: float) -> CategoricalTables:
+        """The hyper-latent's tables at ``quality``: the nearest table quality's, or the entropy bottleneck's
+        if the model has none. Fitted tables follow the hyper-latent's distribution, which narrows as
+        the gains fall; their symbol ranges, and so the clipping, are the bottleneck's."""
+        table_quality = self._table_quality(quality)
+        return self.z_tables if table_quality is None else self._tables_by_quality[table_quality][0]
 
     def rate_lambda(self, quality: float) -> float:
         """The training lambda of ``quality``, interpolated geometrically like the gains, and below quality
@@ -260,7 +292,11 @@ class GainHyperpriorCoder:
         """(B, M, h, w) scales and means of a batch of latents from their (B, N, h', w') hyper-latent
         symbols, computed by ``network`` on ``device``."""
         z_hat = torch.from_numpy(z_symbols).float().to(device) + self._medians.to(device)
-        return network.hyper_parameters(z_hat, torch.full((len(z_symbols),), quality - 1.0, device=device))
+        scales, means = network.hyper_parameters(z_hat, torch.full((len(z_symbols),), quality - 1.0, device=device))
+        table_quality = self._table_quality(quality)
+        if table_quality is not None:  # one float32 product per element: the same bits on every device
+            scales = scales * self._tables_by_quality[table_quality][1].to(device)[None, :, None, None]
+        return scales, means
 
     def _latent_parameters(self, z_symbols: np.ndarray, quality: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Scales and means of one tile's (M, h, w) latent from its hyper-latent symbols (canonical path)."""
@@ -310,14 +346,14 @@ class GainHyperpriorCoder:
         """One tile's streams and its decoded latent ``y_hat``; the latent's ``parameters`` unless computed here."""
         scales, means = parameters or self._latent_parameters(z_symbols, quality)
         y_symbols = clip_symbols((y - means).numpy())
-        tile = CodedTile((encode_latent(y_symbols, scales.numpy()), self.z_tables.encode(z_symbols)),
+        tile = CodedTile((encode_latent(y_symbols, scales.numpy()), self.hyper_latent_tables(quality).encode(z_symbols)),
                          symbol_checksum(y_symbols, z_symbols))
         return tile, torch.from_numpy(y_symbols).float() + means
 
     def _decode_tile(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], quality: float,
                      scale_table: bool) -> tuple[torch.Tensor, int]:
         """One tile's reconstruction and symbol checksum."""
-        z_symbols = self.z_tables.decode(streams[1], self._hyper_latent_shape(tile_shape))
+        z_symbols = self.hyper_latent_tables(quality).decode(streams[1], self._hyper_latent_shape(tile_shape))
         scales, means = self._latent_parameters(z_symbols, quality)
         y_symbols = decode_latent(streams[0], scales.numpy(), scale_table)
         return self._synthesise(torch.from_numpy(y_symbols).float() + means, quality), symbol_checksum(y_symbols, z_symbols)

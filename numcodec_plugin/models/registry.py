@@ -2,12 +2,16 @@
 
 Names:
 
-* ``"tec-s2-gain-v2"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
-  ``numcodec_plugin/models/weights/``; one checkpoint, continuous quality 1..8 as trained, down to -1
+* ``"tec-s2-gain-v3"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
+  ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with a hyper-latent table per whole quality
+  (:mod:`numcodec_plugin.training.hyper_latent_tables`), stored as a delta of v2's file. The same
+  latents and reconstruction as v2, a shorter hyper-latent stream.
+* ``"tec-s2-gain-v2"``: one checkpoint, continuous quality 1..8 as trained, down to -1
   by extrapolation (:data:`EXTRAPOLATED_LEVELS`). Its hyper-synthesis
   computes with integers (:mod:`numcodec_plugin.models.integer_hyper_synthesis`), so every CPU and
   GPU derives the same entropy parameters: its lossy chunks decode on CPUs with other instruction
   sets (to within float rounding of the reconstruction) instead of being refused now and then.
+  The default before v3; its chunks decode as they always did.
 * ``"tec-s2-gain-v1"``: the first bundled model, the same transforms with a float hyper-synthesis
   (the default until the integer one matched its rate); its chunks decode as they always did.
 * ``"tec-fp"``, ``"tec-elic"``: official TerraCodec image models, quality 1..5 = the published
@@ -43,7 +47,7 @@ from numcodec_plugin.models.official_temporal import OfficialTemporalCoder, load
 from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpriorCoder
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
-DEFAULT_MODEL = "tec-s2-gain-v2"
+DEFAULT_MODEL = "tec-s2-gain-v3"
 DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
@@ -138,10 +142,15 @@ def load_bundled_network(name: str) -> tuple[GainHyperprior, dict]:
 
 
 def read_network(path: Path) -> tuple[GainHyperprior, dict]:
-    """The network of a weights file in the shipped format (CPU, weights loaded) and the file's other entries."""
+    """The network of a weights file in the shipped format (CPU, weights loaded) and the file's other entries.
+    A file with ``delta_of`` holds only the tensors it adds to or changes in that weights file (beside it)."""
     shipped = torch.load(path, map_location="cpu", weights_only=True)
+    state = shipped.pop("state_dict")
+    if "delta_of" in shipped:
+        base = torch.load(path.parent / f"{shipped['delta_of']}.pt", map_location="cpu", weights_only=True)
+        state = {**base["state_dict"], **state}
     network = GainHyperprior(**shipped["config"])
-    network.load_state_dict(shipped.pop("state_dict"))
+    network.load_state_dict(state)
     return network, shipped
 
 

@@ -75,7 +75,7 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
                     ) -> tuple[tuple[bytes, ...], int, _FrameState]:
         """Streams, symbol checksum and state of one frame of a sequence: predicted or not, whichever is shorter."""
         scales, means = self._latent_parameters(z_symbols, quality)
-        z_stream = self.z_tables.encode(z_symbols)
+        z_stream = self.hyper_latent_tables(quality).encode(z_symbols)
         options = [(means, b"", np.zeros(0, np.int32))]
         if previous is not None:
             levels = prediction_levels(y - means, previous.innovation)
@@ -93,7 +93,7 @@ class TemporalGainHyperpriorCoder(GainHyperpriorCoder):
 
     def _decode_frame(self, streams: tuple[bytes, ...], tile_shape: tuple[int, int], previous: _FrameState | None,
                       quality: float, scale_table: bool) -> tuple[int, _FrameState]:
-        z_symbols = self.z_tables.decode(streams[1], self._hyper_latent_shape(tile_shape))
+        z_symbols = self.hyper_latent_tables(quality).decode(streams[1], self._hyper_latent_shape(tile_shape))
         scales, means = self._latent_parameters(z_symbols, quality)
         centre, levels = means, np.zeros(0, np.int32)
         if streams[2]:

