@@ -17,7 +17,7 @@ import xarray as xr
 import xr_terracodec  # registers ds.tec / da.tec
 from numcodec_plugin.models.bands import L2A_BANDS
 
-MODEL = "tec-s2-gain-v2"  # the bundled model; "test-fixed-seed" is faster but compresses poorly
+MODEL = "tec-s2-gain-v3"  # the bundled default model; "test-fixed-seed" is faster but compresses poorly
 QUALITY = 4
 workdir = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(tempfile.mkdtemp(prefix="terracodec_example_"))
 

@@ -89,8 +89,9 @@ def test_below_the_trained_levels_each_chunk_keeps_the_cheaper_network_quality(s
 
 def test_entropy_tables_code_the_same_symbols_in_fewer_bytes(s2_scene: np.ndarray) -> None:
     """tec-s2-gain-v3 is v2 with per-quality entropy tables: at trained qualities its chunks decode to
-    v2's array in fewer bytes; below quality 1, where the tables save most, the chunk is smaller
-    still. The tables are part of the model's identity, so a v3 chunk names its own weights."""
+    v2's array in no more bytes (fewer where a table was kept, e.g. quality 1; as many at 5, where none
+    was); below quality 1, where the tables save most, the chunk is smaller still. The tables are part
+    of the model's identity, so a v3 chunk names its own weights."""
     x = np.ascontiguousarray(s2_scene[:, 256:512, 256:768])
     v2, v3 = load_model("tec-s2-gain-v2"), load_model("tec-s2-gain-v3")
     assert v2.identity.digest != v3.identity.digest
@@ -102,7 +103,7 @@ def test_entropy_tables_code_the_same_symbols_in_fewer_bytes(s2_scene: np.ndarra
         if quality >= 1:
             np.testing.assert_array_equal(engine.decode(new), engine.decode(old))
         sizes[quality] = len(new) / len(old)
-    assert max(sizes.values()) < 1 and sizes[-1.0] < 0.9, sizes
+    assert max(sizes.values()) <= 1 and sizes[1.0] < 1 and sizes[-1.0] < 0.9, sizes
 
 
 def test_decoding_is_reproducible_across_threads_batches_and_processes(s2_scene: np.ndarray, tmp_path) -> None:

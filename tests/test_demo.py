@@ -23,7 +23,7 @@ def test_demo_writes_store_and_figure_and_prints_numbers(tmp_path: Path, capsys:
     psnr = float(re.search(r"PSNR ([\d.]+) dB", printed).group(1))
     bits = float(re.search(r"([\d.]+) bits per pixel per band", printed).group(1))
     assert ratio > 10 and psnr > 25 and 0 < bits < 16 / 10
-    assert "tec-s2-gain-v2" in printed and "PSNR per band" in printed
+    assert "tec-s2-gain-v3" in printed and "PSNR per band" in printed
 
     figure = out / "sample.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 50_000

@@ -103,6 +103,36 @@ def best_factors(symbols: np.ndarray, scales: np.ndarray) -> np.ndarray:
     return SCALE_FACTORS[bits.argmin(axis=0)]
 
 
+def fit_scale_factors(fitting: CodedSymbols, checking: CodedSymbols) -> tuple[np.ndarray, dict]:
+    """(M,) latent scale factors at one quality, fitted on ``fitting`` and kept (else ones) only if they save
+    ``KEEP_MARGIN`` of the latent's bits on ``checking``, then refitted on both; and what the check found."""
+    ones = np.ones(fitting.latent_symbols.shape[1])
+    trial = best_factors(fitting.latent_symbols, fitting.latent_scales)
+    before = channel_bits(checking.latent_symbols, checking.latent_scales, ones).sum()
+    after = channel_bits(checking.latent_symbols, checking.latent_scales, trial).sum()
+    keep = after < (1 - KEEP_MARGIN) * before
+    both = [np.concatenate(pair) for pair in zip((fitting.latent_symbols, fitting.latent_scales),
+                                                  (checking.latent_symbols, checking.latent_scales))]
+    report = {"latent_bits_per_crop": round(before / len(checking.latent_symbols)),
+              "scale factors": f"{100 * (after / before - 1):+.2f}%", "factors kept": bool(keep)}
+    return (best_factors(*both) if keep else ones), report
+
+
+def fit_hyper_latent_table(fitting: np.ndarray, checking: np.ndarray, tables: CategoricalTables
+                           ) -> tuple[np.ndarray, float, dict]:
+    """Packed hyper-latent probabilities at one quality from (C, K) symbol counts of the two groups: the
+    mix of fewest bits on ``checking``, kept (else the shared table) only if it saves ``KEEP_MARGIN`` of
+    them, then refitted on both; the mix kept (0 for none) and what the check found."""
+    shared = table_bits(checking, tables.probabilities)
+    relative = {mix: table_bits(checking, fitted_table(fitting, tables, mix)) / shared - 1 for mix in MIXES}
+    mix = min(MIXES, key=relative.get)
+    keep = relative[mix] < -KEEP_MARGIN
+    probabilities = fitted_table(fitting + checking, tables, mix) if keep else tables.probabilities
+    report = {"hyper_latent_bits": shared, **{f"tables mix {m}": f"{100 * r:+.1f}%" for m, r in relative.items()},
+              "table kept": keep and mix}
+    return tables.packed(probabilities), (mix if keep else 0.0), report
+
+
 def fit(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     network, shipped = read_network(Path(args.base))
@@ -123,41 +153,25 @@ def fit(args: argparse.Namespace) -> None:
         with torch.no_grad():
             analysed.append(torch.cat([network.g_a(network.rotate(x[i:i + 8])) for i in range(0, len(x), 8)]))
     qualities = [float(q) for q in np.arange(1.0 - EXTRAPOLATED_LEVELS, len(shipped["lambdas"]) + 1)]
-    counts, factors, report = {}, [], {}
+    probabilities, mixes, factors = [], [], []
     for q in qualities:  # one quality's latents in memory at a time
         fitting, checking = (coded_symbols(network, tables, a, q, args.latent_crops // 2) for a in analysed)
-        counts[q] = (fitting.hyper_latent_counts.sum(0), checking.hyper_latent_counts.sum(0))
-        # latent: factors fitted on one group, kept where they save enough on the other, then refitted on both
-        ones = np.ones(fitting.latent_symbols.shape[1])
-        trial = best_factors(fitting.latent_symbols, fitting.latent_scales)
-        before = channel_bits(checking.latent_symbols, checking.latent_scales, ones).sum()
-        after = channel_bits(checking.latent_symbols, checking.latent_scales, trial).sum()
-        keep = after < (1 - KEEP_MARGIN) * before
-        both = [np.concatenate(pair) for pair in zip((fitting.latent_symbols, fitting.latent_scales),
-                                                      (checking.latent_symbols, checking.latent_scales))]
-        factors.append(best_factors(*both) if keep else ones)
-        report[q] = {"latent_bits_per_crop": round(before / len(checking.latent_symbols)),
-                     "scale factors": f"{100 * (after / before - 1):+.2f}%", "factors kept": bool(keep)}
-    # hyper-latent: per quality the mix of fewest bits on the other group, the table kept where it saves enough
-    shared = {q: table_bits(check, tables.probabilities) for q, (_, check) in counts.items()}
-    relative = {q: {mix: table_bits(check, fitted_table(fit_counts, tables, mix)) / shared[q] - 1 for mix in MIXES}
-                for q, (fit_counts, check) in counts.items()}
-    mixes = {q: min(MIXES, key=relative[q].get) for q in qualities}
-    kept = {q: relative[q][mixes[q]] < -KEEP_MARGIN for q in qualities}
-    probabilities = [tables.packed(fitted_table(sum(pair), tables, mixes[q]) if kept[q] else tables.probabilities)
-                     for q, pair in counts.items()]
-    for q in qualities:
-        print(json.dumps({"quality": q, "hyper_latent_bits_per_crop": round(shared[q] / (args.crops // 2)),
-                          **{f"tables mix {m}": f"{100 * relative[q][m]:+.1f}%" for m in MIXES},
-                          "table kept": kept[q] and mixes[q], **report[q]}), flush=True)
+        quality_factors, latent_report = fit_scale_factors(fitting, checking)
+        packed, mix, table_report = fit_hyper_latent_table(fitting.hyper_latent_counts.sum(0),
+                                                           checking.hyper_latent_counts.sum(0), tables)
+        probabilities.append(packed)
+        mixes.append(mix)
+        factors.append(quality_factors)
+        table_report["hyper_latent_bits_per_crop"] = round(table_report.pop("hyper_latent_bits") / (args.crops // 2))
+        print(json.dumps({"quality": q, **table_report, **latent_report}), flush=True)
     config = {**shipped["config"], "table_qualities": qualities, "hyper_latent_table_size": tables.packed_size}
     note = (f"{shipped['name']} with per-quality entropy tables (hyper-latent tables, latent scale factors) fitted "
             f"on {args.crops} training crops of 256 x 256 ({args.latent_crops} for the scale factors)")
     state = {"hyper_latent_probabilities": torch.tensor(np.stack(probabilities), dtype=torch.float32),
              "latent_scale_factors": torch.tensor(np.stack(factors), dtype=torch.float32)}
     torch.save({**shipped, "name": args.name, "config": config, "note": note, "delta_of": Path(args.base).stem,
-                "table_crops": args.crops, "scale_factor_crops": args.latent_crops,
-                "hyper_latent_mixes": [mixes[q] if kept[q] else 0.0 for q in qualities], "state_dict": state}, args.out)
+                "table_crops": args.crops, "scale_factor_crops": args.latent_crops, "hyper_latent_mixes": mixes,
+                "state_dict": state}, args.out)
     print(f"wrote {args.out}", flush=True)
 
 
