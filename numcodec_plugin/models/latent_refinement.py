@@ -18,7 +18,9 @@ engine corrects after the network almost for free, each band's mean error per ti
 offsets); the low-pass layer, which costs bits, is not modelled here. Refined latents can therefore
 lose to the analysed ones once that layer is added, so the engine codes each tile both ways and keeps
 the cheaper after all corrections (``numcodec_plugin.engine``: one more coding pass, without
-refinement; the refined chunk then never costs more than the unrefined one). The latent is optimised in units
+refinement; the refined chunk then never costs more than the unrefined one). The rates are the
+network's own entropy models; a model with fitted entropy tables (``tec-s2-gain-v3``) codes with
+those, which the same choice by coded size accounts for. The latent is optimised in units
 of the un-gained analysis output (``y / gain``), so one learning rate serves every quality.
 ``benchmarks/rd_benchmark.py --refinement-steps`` measures what it buys and what it costs.
 """
