@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 name = f"s{k}_t{t}"
                 data = engine.encode(tile.data, setting)
                 (folder / f"{name}.tec").write_bytes(data)
-                learned[name] = bitstream.unpack(data).header.quality > 0
+                learned[name] = not bitstream.unpack(data).residual_only  # quality <= 0 is a network quality too
                 kinds.setdefault(kind, []).append(name)
         for model in args.models:  # decode speed here, on the first quality's chunks
             chunks = [(folder / f"{n}.tec").read_bytes() for n in kinds[(model, f"quality {args.qualities[0]:g}")]]
