@@ -3,9 +3,9 @@
 Names:
 
 * ``"tec-s2-gain-v3"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
-  ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with a hyper-latent table per whole quality
-  (:mod:`numcodec_plugin.training.hyper_latent_tables`), stored as a delta of v2's file. The same
-  latents and reconstruction as v2, a shorter hyper-latent stream.
+  ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with entropy tables per whole quality
+  (hyper-latent tables and latent scale factors, :mod:`numcodec_plugin.training.entropy_tables`),
+  stored as a delta of v2's file. The same symbols and reconstruction as v2, in shorter streams.
 * ``"tec-s2-gain-v2"``: one checkpoint, continuous quality 1..8 as trained, down to -1
   by extrapolation (:data:`EXTRAPOLATED_LEVELS`). Its hyper-synthesis
   computes with integers (:mod:`numcodec_plugin.models.integer_hyper_synthesis`), so every CPU and

@@ -5,7 +5,7 @@ Two parts of the entropy model were trained as one compromise over all qualities
 * the hyper-latent's density (the entropy bottleneck) is one factorised density for every quality,
   but the hyper-latent's spread follows the gains: at low qualities most of its symbols are 0 and
   the shared density spends bits on values that never occur (27% of a chunk at quality -1 on the
-  validation split, ``docs/benchmarks/low_qualities.md``). Per whole quality, one categorical table
+  validation split with ``tec-s2-gain-v2``, ``git show d12500b:docs/benchmarks/low_qualities.md``). Per whole quality, one categorical table
   per channel is fitted from the symbols the model's own encoder gives on training crops, mixed
   with the shared density (weight ``mix``) so that every symbol of its range stays codable;
 * the latent's scales come from the hyper-synthesis, whose activation steps stop at the lowest
