@@ -18,6 +18,7 @@ from numcodec_plugin.models.entropy_coding import LATENT_LIMIT, SCALE_BOUND, Sca
 from numcodec_plugin.models import registry
 from numcodec_plugin.models.registry import load_model
 from numcodec_plugin.scoped_determinism import deterministic_torch
+from numcodec_plugin.training.entropy_tables import fitted_table
 from tests.test_registry import write_official_checkpoint
 
 TABLE = ScaleTable.standard()
@@ -85,8 +86,7 @@ def test_packed_hyper_latent_tables_keep_the_symbol_ranges() -> None:
     symbols = shared.clip(rng.normal(0.0, 0.4, size=(1, len(shared.low), 8, 8)))[0]
     np.testing.assert_allclose(shared.with_packed(shared.packed(shared.probabilities)).probabilities,
                                shared.probabilities, rtol=1e-12, atol=0)
-    counts = np.stack([np.bincount(c.reshape(-1) - shared.start, minlength=shared.probabilities.shape[1]) for c in symbols])
-    fitted = shared.with_packed(shared.packed(0.97 * counts / counts.sum(1, keepdims=True) + 0.03 * shared.probabilities))
+    fitted = shared.with_packed(shared.packed(fitted_table(shared.symbol_counts(symbols), shared, mix=0.03)))
     assert (fitted.low == shared.low).all() and (fitted.high == shared.high).all()
     coded = fitted.encode(symbols)
     np.testing.assert_array_equal(fitted.decode(coded, symbols.shape), symbols)

@@ -312,6 +312,11 @@ class CategoricalTables:
         table /= table.sum(axis=1, keepdims=True)
         return cls(low, high, start, table)
 
+    def symbol_counts(self, symbols: np.ndarray) -> np.ndarray:
+        """(C, K) how often each symbol of the table occurs in each channel of clipped (C, ...) ``symbols``."""
+        return np.stack([np.bincount(channel.reshape(-1) - self.start, minlength=self.probabilities.shape[1])
+                         for channel in symbols])
+
     @property
     def packed_size(self) -> int:
         """Entries of :meth:`packed`: each channel's table over its own range only."""

@@ -5,19 +5,19 @@ Two parts of the entropy model were trained as one compromise over all qualities
 * the hyper-latent's density (the entropy bottleneck) is one factorised density for every quality,
   but the hyper-latent's spread follows the gains: at low qualities most of its symbols are 0 and
   the shared density spends bits on values that never occur (27% of a chunk at quality -1 on the
-  validation split with ``tec-s2-gain-v2``, ``git show d12500b:docs/benchmarks/low_qualities.md``). Per whole quality, one categorical table
-  per channel is fitted from the symbols the model's own encoder gives on training crops, mixed
-  with the shared density (weight ``mix``) so that every symbol of its range stays codable;
+  validation split with ``tec-s2-gain-v2``, ``git show d12500b:docs/benchmarks/low_qualities.md``).
+  Per whole quality, one categorical table per channel is fitted from the symbols the model's own
+  encoder gives on training crops, mixed with the shared density (weight ``mix``) so that every
+  symbol of its range stays codable;
 * the latent's scales come from the hyper-synthesis, whose activation steps stop at the lowest
   trained level: below quality 1 (extrapolated gains) the scales are too wide for the latents. Per
-  whole quality and latent channel, a factor on the scales is chosen from a grid (powers of two from
-  2**-1.5 to 2**0.5) to minimise the latent's coded bits (the format-4 scale table's laws).
+  whole quality and latent channel, a factor on the scales is chosen from a grid (:data:`SCALE_FACTORS`,
+  powers of two from 1/4 to 2**0.5) to minimise the latent's coded bits (the format-4 scale table's laws).
 
 Each part is kept at a quality only where, fitted on crops of half the training files, it saves at
 least 1% of its stream's bits on crops of the other half (other scenes: the run prints the
-comparison), then refitted on both. Nothing else changes:
-the latents, the hyper-latent's symbols and the reconstruction are the base model's to the bit; only
-the streams are shorter. The result is a new model (the tables are part of its identity digest),
+comparison), then refitted on both. Nothing else changes: the latents, the hyper-latent's symbols
+and the reconstruction are the base model's to the bit; only the streams are shorter. The result is a new model (the tables are part of its identity digest),
 stored as a delta of the base weights file:
 
     terracodec-train entropy-tables --base numcodec_plugin/models/weights/tec-s2-gain-v2.pt \\
@@ -48,10 +48,11 @@ KEEP_MARGIN = 0.01
 
 @dataclass
 class CodedSymbols:
-    """What the base model's coder gives crops at one quality: per crop the hyper-latent symbol counts
-    of each channel, the latent's symbols and the scales they are coded with, channel-major."""
+    """What the base model's coder gives crops at one quality: how often each hyper-latent symbol occurs
+    in each channel over all crops, and per crop the latent's symbols and the scales they are coded
+    with, channel-major."""
 
-    hyper_latent_counts: np.ndarray  # (crops, C, K) int64, on the bottleneck table's layout
+    hyper_latent_counts: np.ndarray  # (C, K) int64, on the bottleneck table's layout
     latent_symbols: np.ndarray  # (crops, M, h * w) int32
     latent_scales: np.ndarray  # (crops, M, h * w) float32
 
@@ -60,23 +61,24 @@ def coded_symbols(network: GainHyperprior, tables: CategoricalTables, analysed: 
                   quality: float, latent_crops: int) -> CodedSymbols:
     """The symbols of (crops, M, h, w) un-gained analysis outputs at ``quality``, computed as the coder
     does: the hyper-latent's of every crop, the latent's of the first ``latent_crops`` (each needs the
-    hyper-synthesis, the costly part)."""
+    hyper-synthesis, the costly part). The analysis is the caller's, once for every quality: the coder's
+    own path (``GainHyperpriorCoder._analyse_tiles``) would run it again at each of the ten."""
     medians = network.entropy_bottleneck._get_medians().detach()
     level = torch.tensor([quality - 1.0])
     gain, _ = network.gains(level)
-    counts, symbols, scales = [], [], []
+    counts = np.zeros(tables.probabilities.shape, dtype=np.int64)
+    symbols, scales = [], []
     with torch.no_grad():
         for i, crop in enumerate(analysed):
             y = crop[None] * gain
             z_symbols = tables.clip((network.h_a(y) - medians).numpy())
-            counts.append([np.bincount(c.reshape(-1) - tables.start, minlength=tables.probabilities.shape[1])
-                           for c in z_symbols[0]])
+            counts += tables.symbol_counts(z_symbols[0])
             if i >= latent_crops:
                 continue
             crop_scales, means = network.hyper_parameters(torch.from_numpy(z_symbols).float() + medians, level)
             symbols.append(clip_symbols((y - means).numpy()).reshape(y.shape[1], -1))
             scales.append(crop_scales.numpy().reshape(y.shape[1], -1))
-    return CodedSymbols(np.array(counts), np.stack(symbols), np.stack(scales))
+    return CodedSymbols(counts, np.stack(symbols), np.stack(scales))
 
 
 def fitted_table(counts: np.ndarray, tables: CategoricalTables, mix: float) -> np.ndarray:
@@ -118,17 +120,18 @@ def fit_scale_factors(fitting: CodedSymbols, checking: CodedSymbols) -> tuple[np
     return (best_factors(*both) if keep else ones), report
 
 
-def fit_hyper_latent_table(fitting: np.ndarray, checking: np.ndarray, tables: CategoricalTables
+def fit_hyper_latent_table(fitting: np.ndarray, checking: np.ndarray, tables: CategoricalTables, crops: int
                            ) -> tuple[np.ndarray, float, dict]:
-    """Packed hyper-latent probabilities at one quality from (C, K) symbol counts of the two groups: the
-    mix of fewest bits on ``checking``, kept (else the shared table) only if it saves ``KEEP_MARGIN`` of
-    them, then refitted on both; the mix kept (0 for none) and what the check found."""
+    """Packed hyper-latent probabilities at one quality from (C, K) symbol counts of the two groups (the
+    checking one from ``crops`` crops): the mix of fewest bits on ``checking``, kept (else the shared
+    table) only if it saves ``KEEP_MARGIN`` of them, then refitted on both; the mix kept (0 for none)
+    and what the check found."""
     shared = table_bits(checking, tables.probabilities)
     relative = {mix: table_bits(checking, fitted_table(fitting, tables, mix)) / shared - 1 for mix in MIXES}
     mix = min(MIXES, key=relative.get)
     keep = relative[mix] < -KEEP_MARGIN
     probabilities = fitted_table(fitting + checking, tables, mix) if keep else tables.probabilities
-    report = {"hyper_latent_bits": shared, **{f"tables mix {m}": f"{100 * r:+.1f}%" for m, r in relative.items()},
+    report = {"hyper_latent_bits_per_crop": round(shared / crops), **{f"tables mix {m}": f"{100 * r:+.1f}%" for m, r in relative.items()},
               "table kept": keep and mix}
     return tables.packed(probabilities), (mix if keep else 0.0), report
 
@@ -157,12 +160,11 @@ def fit(args: argparse.Namespace) -> None:
     for q in qualities:  # one quality's latents in memory at a time
         fitting, checking = (coded_symbols(network, tables, a, q, args.latent_crops // 2) for a in analysed)
         quality_factors, latent_report = fit_scale_factors(fitting, checking)
-        packed, mix, table_report = fit_hyper_latent_table(fitting.hyper_latent_counts.sum(0),
-                                                           checking.hyper_latent_counts.sum(0), tables)
+        packed, mix, table_report = fit_hyper_latent_table(fitting.hyper_latent_counts, checking.hyper_latent_counts,
+                                                           tables, crops=len(analysed[1]))
         probabilities.append(packed)
         mixes.append(mix)
         factors.append(quality_factors)
-        table_report["hyper_latent_bits_per_crop"] = round(table_report.pop("hyper_latent_bits") / (args.crops // 2))
         print(json.dumps({"quality": q, **table_report, **latent_report}), flush=True)
     config = {**shipped["config"], "table_qualities": qualities, "hyper_latent_table_size": tables.packed_size}
     note = (f"{shipped['name']} with per-quality entropy tables (hyper-latent tables, latent scale factors) fitted "
