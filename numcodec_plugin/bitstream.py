@@ -49,7 +49,8 @@ from numcodec_plugin import wavelet
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.lowpass import BLOCK_SIZES, LowpassCorrection
 from numcodec_plugin.models.base import CodedTile
-from numcodec_plugin.residual import CONTEXTS, ResidualLayer
+from numcodec_plugin.residual import ResidualLayer
+from numcodec_plugin.subband_coding import CONTEXTS, CodedSubbands
 from numcodec_plugin.spectral import SpectralCorrection
 
 MAGIC = b"TECZ"
@@ -182,9 +183,10 @@ def pack(chunk: Chunk) -> bytes:
     if chunk.residual is not None:
         r = chunk.residual
         out += struct.pack(f"<{len(r.max_error)}HII", *r.max_error, r.reconstruction_crc, r.result_crc)
-        out += r.scale_index.astype(np.uint8).tobytes() + r.shift.astype(np.uint8).tobytes()
-        out += r.predictor.astype(np.uint8).tobytes() + r.weight.astype(np.int8).tobytes()
-        for part in (r.high, r.low, r.exceptions):
+        c = r.subbands
+        out += c.scale_index.astype(np.uint8).tobytes() + c.shift.astype(np.uint8).tobytes()
+        out += c.predictor.astype(np.uint8).tobytes() + c.weight.astype(np.int8).tobytes()
+        for part in (c.high, c.low, r.exceptions):
             out += _varint(len(part)) + part
     for tile in chunk.tiles:
         out += pack_tile(tile, h.shape[-3], lowpass=bool(flags & FLAG_LOWPASS), spectral=bool(flags & FLAG_SPECTRAL))
@@ -343,5 +345,5 @@ def _unpack_residual(r: _Reader, header: ChunkHeader) -> ResidualLayer:
     if shift.max(initial=0) > 24:
         raise BitstreamError("corrupt chunk: residual shift out of range")
     high, low, exceptions = (bytes(r.take(r.varint("residual stream"), "residual stream")) for _ in range(3))
-    return ResidualLayer(tuple(max_error), reconstruction_crc, result_crc, scale_index, shift, predictor, weight,
-                         high, low, exceptions)
+    return ResidualLayer(tuple(max_error), reconstruction_crc, result_crc,
+                         CodedSubbands(scale_index, shift, predictor, weight, high, low), exceptions)

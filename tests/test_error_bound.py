@@ -71,10 +71,10 @@ def _with_valid_crc(body: bytes) -> bytes:
 def test_corrupt_residual_stream_raises(s2_series: np.ndarray) -> None:
     data = engine.encode(s2_series[0, :, :64, :64], engine.EncodeSettings(TEST_MODEL, 3, max_error=2))
     layer = bitstream.unpack(data).residual
-    start = data.index(layer.high)
+    start = data.index(layer.subbands.high)
     reference = engine.decode(data)
     failures = 0
-    for offset in range(0, len(layer.high), max(1, len(layer.high) // 16)):
+    for offset in range(0, len(layer.subbands.high), max(1, len(layer.subbands.high) // 16)):
         body = bytearray(data[:-4])
         body[start + offset] ^= 0x10
         try:

@@ -1,0 +1,186 @@
+"""Entropy coding of wavelet subbands: what the error-bounded layer and the transform coder share.
+
+A list of integer subbands, (frames, bands, y, x) each in :func:`numcodec_plugin.wavelet.forward`
+order, is coded as follows:
+
+1. optionally, spectral prediction: each band's subband minus ``(w c_p + 8) >> 4`` of the earlier
+   band ``p`` that predicts it best (``w`` in sixteenths, chosen by the encoder and stored; integer
+   arithmetic, so exactly invertible);
+2. each subband's coefficients are split into a high part within the coder's alphabet and low bits
+   (``shift`` per frame, band and subband; 0 unless a coefficient exceeds 2**15);
+3. the high parts are coded with constriction's ANS coder under zero-mean discretised Laplace laws,
+   one per context class: the tercile of the parent coefficient's magnitude (same orientation, one
+   level coarser), which the decoder knows from the coarser subband. Each scale is one byte per
+   frame, band, subband and class (``2^((i - 96) / 16)``); the low bits are coded uniformly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from numcodec_plugin.errors import EntropyModelMismatchError
+from numcodec_plugin.models.entropy_coding import (
+    LaplaceDecoder,
+    decode_uniform,
+    encode_laplace,
+    encode_uniform,
+    laplace_scale,
+    laplace_scale_index,
+)
+
+NO_PREDICTOR = 255
+_HIGH_BITS = 15  # high parts stay within +-2**15, inside the coder's +-RESIDUAL_LIMIT alphabet
+
+
+@dataclass(frozen=True)
+class CodedSubbands:
+    """The coded subbands: per (frame, band, subband) side information, and the two streams."""
+
+    scale_index: np.ndarray  # (frames, bands, subbands, CONTEXTS) uint8: Laplace scale 2 ** ((i - 96) / 16)
+    shift: np.ndarray  # (frames, bands, subbands) uint8: low bits coded uniformly
+    predictor: np.ndarray  # (frames, bands, subbands) uint8: earlier band predicting this one, or NO_PREDICTOR
+    weight: np.ndarray  # (frames, bands, subbands) int8: prediction weight in sixteenths
+    high: bytes
+    low: bytes
+
+
+CONTEXTS = 3  # classes of a detail coefficient by the magnitude of its parent
+
+
+def _contexts(parent: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """(frames, bands, y, x) context class of each coefficient of a subband of ``shape``.
+
+    A detail coefficient's magnitude follows its parent's (same orientation, one level coarser, at
+    half the resolution): classes are the terciles of the upsampled parent magnitudes per frame and
+    band. Without a parent (LL and the coarsest details) every coefficient is class 0.
+    """
+    if parent is None or not np.prod(shape):
+        return np.zeros(shape, np.int64)
+    up = np.abs(parent).repeat(2, axis=-2).repeat(2, axis=-1)[..., :shape[-2], :shape[-1]]
+    up = np.pad(up, ((0, 0), (0, 0), (0, shape[-2] - up.shape[-2]), (0, shape[-1] - up.shape[-1])), mode="edge")
+    low, high = np.quantile(up.reshape(shape[:2] + (-1,)), [1 / 3, 2 / 3], axis=-1)
+    return (up > low[..., None, None]).astype(np.int64) + (up > high[..., None, None])
+
+
+def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """(frames, bands, CONTEXTS) byte indexes of the Laplace scales of one subband's high parts."""
+    index = np.zeros(band.shape[:2] + (CONTEXTS,), np.uint8)
+    for k in range(CONTEXTS):
+        members = classes == k
+        count = members.sum(axis=(-2, -1))
+        mean_abs = np.where(members, np.abs(band), 0).sum(axis=(-2, -1)) / np.maximum(count, 1)
+        index[..., k] = laplace_scale_index(mean_abs)
+    return index
+
+
+def _scales(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per-coefficient Laplace scales from (frames, bands, CONTEXTS) indexes and the context classes."""
+    per_class = laplace_scale(index)
+    return np.take_along_axis(per_class, classes.reshape(classes.shape[:2] + (-1,)), axis=-1).reshape(classes.shape)
+
+
+def _parent(index: int, subbands: list[np.ndarray]) -> np.ndarray | None:
+    """The parent of subband ``index`` in :func:`wavelet.forward` order (three places earlier), if any."""
+    return subbands[index - 3] if index >= 4 else None
+
+
+def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(shift, high, low) of one subband: high parts fit the Laplace coder, low bits go uniform."""
+    widest = np.abs(band).max(axis=(-2, -1)) if band.size else np.zeros(band.shape[:2], np.int64)
+    shift = np.maximum(0, np.ceil(np.log2(widest + 1)).astype(np.int64) - _HIGH_BITS).astype(np.uint8)
+    high = band >> shift[..., None, None]
+    return shift, high, band - (high << shift[..., None, None])
+
+
+def _predict(subband: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spectral prediction: each band minus ``(w * c_p + 8) >> 4`` of the earlier band ``p`` that helps most.
+
+    Returns the prediction errors and, per (frame, band), the source band (``NO_PREDICTOR`` if none)
+    and the integer weight ``w`` (sixteenths). Integer arithmetic, so :func:`_unpredict` inverts it.
+    """
+    frames, bands = subband.shape[:2]
+    errors = subband.copy()
+    source = np.full((frames, bands), NO_PREDICTOR, np.uint8)
+    weight = np.zeros((frames, bands), np.int8)
+    flat = subband.reshape(frames, bands, -1)
+    for f in range(frames):
+        floats = flat[f].astype(np.float64)
+        gram = floats @ floats.T
+        for b in range(1, bands):
+            best = np.abs(flat[f, b]).sum()
+            for p in range(b):
+                if gram[p, p] == 0:
+                    continue
+                w = int(np.clip(np.rint(16 * gram[b, p] / gram[p, p]), -127, 127))
+                candidate = flat[f, b] - ((w * flat[f, p] + 8) >> 4)
+                cost = np.abs(candidate).sum()
+                if cost < best:
+                    best, source[f, b], weight[f, b] = cost, p, w
+                    errors[f, b] = candidate.reshape(subband.shape[-2:])
+    return errors, source, weight
+
+
+def _unpredict(errors: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_predict`, band by band in order."""
+    subband = errors.copy()
+    for f, b in zip(*np.nonzero(source != NO_PREDICTOR)):
+        p = int(source[f, b])
+        if p >= b:
+            raise EntropyModelMismatchError("coded subbands name a spectral predictor that is not an earlier band")
+        subband[f, b] += (int(weight[f, b]) * subband[f, p] + 8) >> 4
+    return subband
+
+
+def encode_subbands(subbands: list[np.ndarray], predict: bool = True) -> CodedSubbands:
+    """Code int64 ``subbands`` (the module docstring's steps; spectral prediction only if ``predict``)."""
+    shifts, highs, lows, scale_indexes, scales, sizes, sources, weights = [], [], [], [], [], [], [], []
+    for i, coefficients in enumerate(subbands):
+        if predict:
+            band, source, weight = _predict(coefficients)
+        else:
+            band = coefficients
+            source = np.full(coefficients.shape[:2], NO_PREDICTOR, np.uint8)
+            weight = np.zeros(coefficients.shape[:2], np.int8)
+        sources.append(source)
+        weights.append(weight)
+        shift, high, low = _split(band)
+        classes = _contexts(_parent(i, highs), high.shape)
+        index = _scale_index(high, classes)
+        shifts.append(shift)
+        scale_indexes.append(index)
+        highs.append(high)
+        scales.append(_scales(index, classes).reshape(-1))
+        size = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], band.shape)
+        lows.append(low[size > 1])
+        sizes.append(size[size > 1])
+    low_symbols, low_sizes = np.concatenate(lows), np.concatenate(sizes)
+    return CodedSubbands(np.stack(scale_indexes, axis=-2), np.stack(shifts, axis=-1), np.stack(sources, axis=-1),
+                         np.stack(weights, axis=-1),
+                         encode_laplace(np.concatenate([h.reshape(-1) for h in highs]), np.concatenate(scales)),
+                         encode_uniform(low_symbols, low_sizes) if low_symbols.size else b"")
+
+
+def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
+    """Inverse of :func:`encode_subbands`, for subbands of the (frames, bands, y, x) ``shapes``."""
+    expected = shapes[0][:2] + (len(shapes),)
+    if any(a.shape != expected for a in (coded.shift, coded.predictor, coded.weight)) or \
+            coded.scale_index.shape != expected + (CONTEXTS,):
+        raise EntropyModelMismatchError("coded subbands do not match the frames, bands and subbands expected")
+    decoder = LaplaceDecoder(coded.high)
+    high_parts: list[np.ndarray] = []
+    for i, shape in enumerate(shapes):
+        classes = _contexts(_parent(i, high_parts), shape)
+        high_parts.append(decoder.decode(_scales(coded.scale_index[..., i, :], classes)).astype(np.int64))
+    sizes = [np.broadcast_to((1 << coded.shift[..., i].astype(np.int64))[..., None, None], s) for i, s in enumerate(shapes)]
+    coded_low = np.concatenate([size[size > 1] for size in sizes])
+    lows = decode_uniform(coded.low, coded_low).astype(np.int64) if coded_low.size else coded_low
+    subbands, low_offset = [], 0
+    for i, (high, size) in enumerate(zip(high_parts, sizes)):
+        band = high << coded.shift[..., i].astype(np.int64)[..., None, None]
+        wide = size > 1
+        band[wide] += lows[low_offset:low_offset + int(wide.sum())]
+        low_offset += int(wide.sum())
+        subbands.append(_unpredict(band, coded.predictor[..., i], coded.weight[..., i]))
+    return subbands
