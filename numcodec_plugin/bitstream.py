@@ -116,7 +116,8 @@ class Chunk:
         return self.residual is not None and not self.tiles
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """``n`` as an unsigned LEB128 varint (7 bits per byte, low first)."""
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -179,7 +180,7 @@ def pack(chunk: Chunk) -> bytes:
     out += _FIXED.pack(h.quality, h.nodata, h.dn_scale, *h.tile_shape, h.streams_per_tile)
     if mask is not None:
         packed = zlib.compress(np.packbits(mask.reshape(-1)).tobytes(), 9)
-        out += _varint(len(packed)) + packed
+        out += varint(len(packed)) + packed
     if chunk.residual is not None:
         r = chunk.residual
         out += struct.pack(f"<{len(r.max_error)}HII", *r.max_error, r.reconstruction_crc, r.result_crc)
@@ -187,7 +188,7 @@ def pack(chunk: Chunk) -> bytes:
         out += c.scale_index.astype(np.uint8).tobytes() + c.shift.astype(np.uint8).tobytes()
         out += c.predictor.astype(np.uint8).tobytes() + c.weight.astype(np.int8).tobytes()
         for part in (c.high, c.low, r.exceptions):
-            out += _varint(len(part)) + part
+            out += varint(len(part)) + part
     for tile in chunk.tiles:
         out += pack_tile(tile, h.shape[-3], lowpass=bool(flags & FLAG_LOWPASS), spectral=bool(flags & FLAG_SPECTRAL))
     out += struct.pack("<I", zlib.crc32(out))
@@ -201,13 +202,13 @@ def pack_tile(tile: CodedTile, bands: int, lowpass: bool, spectral: bool) -> byt
         raise ValueError(f"tile has {len(tile.offsets)} DC offsets for {bands} bands")
     out = bytearray(struct.pack("<I", tile.checksum))
     for value in tile.offsets:
-        out += _varint((value << 1) ^ (value >> 63))
+        out += varint((value << 1) ^ (value >> 63))
     if lowpass:
         out += _pack_correction(tile.correction)
     if spectral:
         out += _pack_spectral(tile.spectral)
     for stream in tile.streams:
-        out += _varint(len(stream)) + stream
+        out += varint(len(stream)) + stream
     return bytes(out)
 
 
@@ -229,7 +230,7 @@ def _pack_correction(correction: LowpassCorrection | None) -> bytes:
     if correction is None:
         return b"\0"
     c = correction
-    return struct.pack(f"<BB{len(c.scale_index)}B", c.block_log2, c.step_index, *c.scale_index) + _varint(len(c.symbols)) + c.symbols
+    return struct.pack(f"<BB{len(c.scale_index)}B", c.block_log2, c.step_index, *c.scale_index) + varint(len(c.symbols)) + c.symbols
 
 
 def _unpack_correction(r: _Reader, header: ChunkHeader) -> LowpassCorrection | None:
@@ -250,7 +251,7 @@ def _pack_spectral(correction: SpectralCorrection | None) -> bytes:
     if correction is None:
         return b"\0"
     c = correction
-    return struct.pack(f"<B{len(c.scale_index)}B", c.step_log2, *c.scale_index) + _varint(len(c.symbols)) + c.symbols
+    return struct.pack(f"<B{len(c.scale_index)}B", c.step_log2, *c.scale_index) + varint(len(c.symbols)) + c.symbols
 
 
 def _unpack_spectral(r: _Reader, header: ChunkHeader) -> SpectralCorrection | None:

@@ -34,7 +34,9 @@ from numcodec_plugin.models.registry import (
     check_quality,
     check_refinement,
     default_quality,
+    hybrid_members,
     load_model,
+    supports_refinement,
     trained_quality_range,
 )
 from numcodec_plugin.residual import apply_residual, check_max_error, encode_residual
@@ -147,13 +149,29 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
 
     With ``max_error`` set and no ``quality``, each chunk is coded at a few qualities spread over
     the model's range, and without a learned layer at all, and the smallest result is kept
-    (:func:`bounded_quality_candidates`).
+    (:func:`bounded_quality_candidates`). A hybrid model (:func:`~numcodec_plugin.models.registry.hybrid_members`)
+    codes each chunk with each of its members at the quality asked for and keeps the coding of lowest
+    ``lambda * D + R`` (:func:`_chunk_cost`; the members share their lambdas).
     """
     if settings.max_error is not None and settings.quality is None:
         trials = [encode_many(arrays, replace(settings, quality=q), device=device, batch_size=batch_size)
                   for q in bounded_quality_candidates(settings.model)]
         trials.append([_encode_residual_only(np.asarray(array), settings) for array in arrays])
         return [min(options, key=len) for options in zip(*trials)]
+    members = hybrid_members(settings.model)
+    if len(members) == 1:
+        return [data for data, _ in _encode_costed(arrays, settings, device, batch_size, with_costs=False)]
+    check_refinement(settings.model, settings.refinement_steps)
+    codings = [_encode_costed(arrays, replace(settings, model=member, refinement_steps=settings.refinement_steps
+                                              if supports_refinement(member) else 0), device, batch_size, with_costs=True)
+               for member in members]
+    return [min(options, key=lambda option: option[1])[0] for options in zip(*codings)]
+
+
+def _encode_costed(arrays: list[np.ndarray], settings: EncodeSettings, device: str | None, batch_size: int,
+                   with_costs: bool) -> list[tuple[bytes, float]]:
+    """Every chunk's bytes coded with ``settings.model`` (not a hybrid) and, ``with_costs``, its
+    ``lambda * D + R`` (:func:`_chunk_cost`; NaN otherwise)."""
     quality = settings.quality if settings.quality is not None else default_quality(settings.model)
     check_quality(settings.model, quality)
     check_refinement(settings.model, settings.refinement_steps)
@@ -164,11 +182,13 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     options = [[(q, tiles, decoded) for tiles, decoded in zip(*_code_chunks(coder, prepared, q, rate_lambda, settings,
                                                                              batch_size))]
                for q in network_qualities(settings.model, quality)]
-    chosen = options[0] if len(options) == 1 else [
-        min(chunk_options, key=lambda option: _chunk_cost(option[1], option[2], p, coder, rate_lambda))
-        for p, chunk_options in zip(prepared, zip(*options))]
+    costs = [[_chunk_cost(tiles, decoded, p, coder, rate_lambda) for _, tiles, decoded in chunk_options]
+             if with_costs or len(options) > 1 else [math.nan]
+             for p, chunk_options in zip(prepared, zip(*options))]
     out = []
-    for array, p, (network_quality, tiles, decoded) in zip(arrays, prepared, chosen):
+    for array, p, chunk_options, chunk_costs in zip(arrays, prepared, zip(*options), costs):
+        best = int(np.argmin(chunk_costs))
+        network_quality, tiles, decoded = chunk_options[best]
         header = bitstream.ChunkHeader(
             shape=p.shape, dtype=p.dtype, model_name=coder.identity.name.split("/")[0],
             model_digest=coder.identity.digest, quality=float(network_quality), nodata=p.nodata,
@@ -181,7 +201,7 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
             frames_mask = None if p.mask is None else p.mask.reshape(reconstruction.shape)
             layer = encode_residual(np.asarray(array).reshape(reconstruction.shape), reconstruction, frames_mask,
                                     p.max_error, p.nodata)
-        out.append(bitstream.pack(bitstream.Chunk(header, p.mask, tiles, layer)))
+        out.append((bitstream.pack(bitstream.Chunk(header, p.mask, tiles, layer)), chunk_costs[best]))
     return out
 
 

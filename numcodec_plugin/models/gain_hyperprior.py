@@ -48,6 +48,16 @@ def training_lambdas(levels: int) -> tuple[float, ...]:
     return tuple(64.0 * 3.16 ** k for k in range(levels))
 
 
+def lambda_at(lambdas: tuple[float, ...], quality: float) -> float:
+    """The lambda of ``quality`` given one per whole quality from 1: interpolated geometrically like the
+    gains, and below quality 1 extrapolated like them from the two lowest levels."""
+    log_lambdas = np.log(np.asarray(lambdas, dtype=np.float64))
+    level = quality - 1.0
+    if level < 0:  # np.interp would clamp; outputs at trained qualities stay np.interp's to the bit
+        return float(np.exp(log_lambdas[0] + level * (log_lambdas[1] - log_lambdas[0])))
+    return float(np.exp(np.interp(level, np.arange(len(log_lambdas)), log_lambdas)))
+
+
 class GainHyperprior(nn.Module):
     """Mean-scale hyperprior codec with per-quality gain units on the latent."""
 
@@ -275,13 +285,8 @@ class GainHyperpriorCoder:
         return self.z_tables if table_quality is None else self._tables_by_quality[table_quality][0]
 
     def rate_lambda(self, quality: float) -> float:
-        """The training lambda of ``quality``, interpolated geometrically like the gains, and below quality
-        1 extrapolated like them from the two lowest levels."""
-        log_lambdas = np.log(np.asarray(self.lambdas, dtype=np.float64))
-        level = quality - 1.0
-        if level < 0:  # np.interp would clamp; outputs at trained qualities stay np.interp's to the bit
-            return float(np.exp(log_lambdas[0] + level * (log_lambdas[1] - log_lambdas[0])))
-        return float(np.exp(np.interp(level, np.arange(len(log_lambdas)), log_lambdas)))
+        """The training lambda of ``quality`` (:func:`lambda_at`)."""
+        return lambda_at(self.lambdas, quality)
 
     def _gains(self, batch: int, quality: float, network: GainHyperprior | PortableDecoder,
                device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

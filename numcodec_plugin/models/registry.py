@@ -2,7 +2,12 @@
 
 Names:
 
-* ``"tec-s2-gain-v3"`` (:data:`DEFAULT_MODEL`): the bundled model, weights shipped in
+* ``"tec-s2-hybrid-v1"`` (not yet the default: its benchmark is not run): per chunk, the cheaper (``lambda * D + R``) of
+  ``tec-s2-gain-v3`` and ``klt-wavelet-v1`` at the same quality; a chunk's header names the one that
+  coded it (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`).
+* ``"klt-wavelet-v1"``: the classical transform coder (:mod:`numcodec_plugin.models.transform_coder`:
+  per-tile spectral KLT, 5/3 wavelet, dead-zone quantiser), qualities and lambdas as the bundled model's.
+* ``"tec-s2-gain-v3"`` (:data:`DEFAULT_MODEL`): the bundled learned model, weights shipped in
   ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with entropy tables per whole quality
   (hyper-latent tables and latent scale factors, :mod:`numcodec_plugin.training.entropy_tables`),
   stored as a delta of v2's file. The same symbols and reconstruction as v2, in shorter streams.
@@ -44,7 +49,9 @@ from numcodec_plugin.models.gain_hyperprior import GainHyperprior, GainHyperprio
 from numcodec_plugin.models.identity import ModelIdentity
 from numcodec_plugin.models.official import OFFICIAL_MODELS, OfficialImageCoder, build_network, statistics_for
 from numcodec_plugin.models.official_temporal import OfficialTemporalCoder, load_temporal_network
+from numcodec_plugin.models import transform_coder
 from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpriorCoder
+from numcodec_plugin.models.transform_coder import TransformCoder
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
 DEFAULT_MODEL = "tec-s2-gain-v3"
@@ -57,6 +64,11 @@ TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: "tec-s2-gain-v1", "test-fixed-seed-tem
 #: bundled image models whose decoder any CPU reproduces: name -> the model whose weights
 #: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`)
 PORTABLE_MODES = {"tec-s2-gain-v1-portable": "tec-s2-gain-v1"}
+#: classical coders in the model registry: name -> band set
+CLASSICAL_MODELS = {"klt-wavelet-v1": "S2L2A"}
+#: models that code each chunk with every member and keep the cheaper: name -> members, the network first
+#: (which the name otherwise stands for: its band set, tiles, qualities and lambdas)
+HYBRID_MODELS = {"tec-s2-hybrid-v1": ("tec-s2-gain-v3", "klt-wavelet-v1")}
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -74,7 +86,14 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
 
 def available_models() -> list[str]:
     bundled = sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
-    return bundled + [DEFAULT_TEMPORAL_MODEL] + sorted(PORTABLE_MODES) + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS)
+    return (sorted(HYBRID_MODELS) + bundled + sorted(CLASSICAL_MODELS) + [DEFAULT_TEMPORAL_MODEL] + sorted(PORTABLE_MODES)
+            + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS))
+
+
+def hybrid_members(model: str | None = None) -> tuple[str, ...]:
+    """The models ``model`` codes each chunk with (the cheaper coding is kept): a hybrid's members, else itself."""
+    name = model or DEFAULT_MODEL
+    return HYBRID_MODELS.get(name, (name,))
 
 
 def _bundled_path(name: str) -> Path:
@@ -88,6 +107,8 @@ def model_band_count(model: str | None = None) -> int:
         return len(BAND_SETS[OFFICIAL_MODELS[name].band_set])
     if name in TEST_MODELS:
         return len(BAND_SETS[TEST_MODELS[name]])
+    if name in CLASSICAL_MODELS:
+        return len(BAND_SETS[CLASSICAL_MODELS[name]])
     return int(_shipped_header(_weights_name(name))["config"]["bands"])
 
 
@@ -115,7 +136,9 @@ def image_counterpart(model: str) -> str | None:
 
 def _weights_name(name: str) -> str:
     """The bundled or test model whose weights ``name`` uses (itself, or the image model of a temporal or
-    portable mode)."""
+    portable mode, or the network of a hybrid)."""
+    if name in HYBRID_MODELS:
+        return HYBRID_MODELS[name][0]
     return TEMPORAL_MODES.get(name) or PORTABLE_MODES.get(name, name)
 
 
@@ -173,6 +196,8 @@ def trained_quality_range(model: str | None = None) -> tuple[float, float]:
         return (1.0, float(OFFICIAL_MODELS[name].quality_count))
     if name in TEST_MODELS:
         return (1.0, 4.0)
+    if name in CLASSICAL_MODELS:
+        return (1.0, float(len(transform_coder.LAMBDAS)))
     return (1.0, float(len(_shipped_header(_weights_name(name))["lambdas"])))
 
 
@@ -196,8 +221,10 @@ def _unknown(name: str) -> ModelNotFoundError:
 
 
 def load_model(name: str | None = None, quality: float | None = None, device: str | torch.device | None = None) -> AnyCoder:
-    """The :class:`AnyCoder` for ``name`` on ``device``, loaded once per process (thread-safe)."""
+    """The :class:`AnyCoder` for ``name`` on ``device``, loaded once per process (thread-safe); for a hybrid,
+    its network's (:func:`hybrid_members` names what the encoder codes with)."""
     name = name or DEFAULT_MODEL
+    name = HYBRID_MODELS.get(name, (name,))[0]
     target = resolve_device(device)
     official = OFFICIAL_MODELS.get(name)
     weights_key = official.lambda_key(quality if quality is not None else default_quality(name)) if official else None
@@ -221,6 +248,8 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
             if model.temporal:
                 return OfficialTemporalCoder(network, identity, flextec=bool(model.levels))
             return OfficialImageCoder(network, identity, float(quality or default_quality(name)))
+        if name in CLASSICAL_MODELS:
+            return TransformCoder(name, CLASSICAL_MODELS[name])
         image = _weights_name(name)
         if image in TEST_MODELS:
             band_set = TEST_MODELS[image]
@@ -242,14 +271,21 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
         return GainHyperpriorCoder(network, identity, lambdas, portable=name in PORTABLE_MODES)
 
 
+def supports_refinement(name: str | None) -> bool:
+    """Whether the encoder can refine ``name``'s latents: bundled image models with gain units (not the
+    published TerraCodec models, whose entropy models it does not own, nor temporal models, whose
+    frames predict each other, nor classical coders, which have no latents)."""
+    name = name or DEFAULT_MODEL
+    return not (name in OFFICIAL_MODELS or name in CLASSICAL_MODELS or is_temporal(name))
+
+
 def check_refinement(name: str | None, steps: int) -> None:
     """Raise :class:`ConfigurationError` unless ``steps`` latent-refinement steps are valid for ``name``:
-    a whole number >= 0, and 0 for models the encoder cannot refine (the published TerraCodec models,
-    whose entropy models it does not own, and temporal models, whose frames predict each other)."""
+    a whole number >= 0, and 0 for models the encoder cannot refine (:func:`supports_refinement`)."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigurationError(f"refinement_steps must be a whole number >= 0, got {steps!r}")
     name = name or DEFAULT_MODEL
-    if steps and (name in OFFICIAL_MODELS or is_temporal(name)):
+    if steps and not supports_refinement(name):
         raise ConfigurationError(f"model {name} does not support latent refinement; use refinement_steps=0 "
                                  f"or a bundled image model such as {DEFAULT_MODEL}")
 
