@@ -18,6 +18,7 @@ from numcodec_plugin.errors import ConfigurationError
 from numcodec_plugin.models.base import CodedTile
 from numcodec_plugin.models.latent_refinement import rate_distortion_costs, refine_latents
 from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, load_model
+from numcodec_plugin.scoped_determinism import deterministic_torch
 from tests.conftest import TEST_MODEL
 from xr_terracodec import metrics
 
@@ -121,7 +122,7 @@ def test_each_tile_keeps_its_cheapest_iterate_and_is_refined_as_if_alone(s2_scen
     x = (torch.from_numpy(np.stack([s2_scene[:, :64, :64], s2_scene[:, 64:128, 64:128]]).astype(np.float32))
          - mean) / std[:, None, None]
     lam = coder.rate_lambda(3.0)
-    with torch.no_grad():
+    with deterministic_torch(), torch.no_grad():  # one intra-op thread, as the engine refines tiles
         y, z, gain, inverse_gain = _analysed(coder, x, 3.0)
         refined = refine_latents(coder.network, x, y, z, 2.0, gain, inverse_gain, coder._medians, std, lam, 8)
         alone = [refine_latents(coder.network, x[i:i + 1], y[i:i + 1], z[i:i + 1], 2.0, gain[i:i + 1],
@@ -130,10 +131,16 @@ def test_each_tile_keeps_its_cheapest_iterate_and_is_refined_as_if_alone(s2_scen
         before, _ = rate_distortion_costs(coder.network, x, y, z, levels, inverse_gain, coder._medians, std, lam, noise)
         after, _ = rate_distortion_costs(coder.network, x, *refined, levels, inverse_gain, coder._medians, std, lam,
                                          noise)
+        alone_costs = [rate_distortion_costs(coder.network, x[i:i + 1], *alone[i], levels[:1], inverse_gain[i:i + 1],
+                                             coder._medians, std, lam, noise)[0] for i in range(2)]
     assert (after <= before).all() and (after < before).any(), (before, after)
+    # Refined as if alone: the same cost, and latents within float noise of the lone refinement's. A batched
+    # convolution sums in another order, and where two iterates cost nearly the same the kept one may differ,
+    # so the latents are compared at a tenth of a refinement step (the step moves them by up to ~0.2 here).
+    torch.testing.assert_close(after, torch.cat(alone_costs), rtol=1e-4, atol=0)
     for i, (y_alone, z_alone) in enumerate(alone):
-        torch.testing.assert_close(refined[0][i:i + 1], y_alone, rtol=1e-3, atol=1e-3)
-        torch.testing.assert_close(refined[1][i:i + 1], z_alone, rtol=1e-3, atol=1e-3)
+        torch.testing.assert_close(refined[0][i:i + 1], y_alone, rtol=0, atol=0.02)
+        torch.testing.assert_close(refined[1][i:i + 1], z_alone, rtol=0, atol=0.02)
 
 
 def test_the_search_benchmark_reports_each_setting_and_restores_the_shipped_step_sizes(s2_series: np.ndarray,
