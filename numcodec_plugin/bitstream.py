@@ -126,7 +126,9 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
-class _Reader:
+class Reader:
+    """Reads a chunk's (or a stream's) fields in order; a field past the end raises :class:`BitstreamError`."""
+
     def __init__(self, data: memoryview) -> None:
         self.data, self.pos = data, 0
 
@@ -233,7 +235,7 @@ def _pack_correction(correction: LowpassCorrection | None) -> bytes:
     return struct.pack(f"<BB{len(c.scale_index)}B", c.block_log2, c.step_index, *c.scale_index) + varint(len(c.symbols)) + c.symbols
 
 
-def _unpack_correction(r: _Reader, header: ChunkHeader) -> LowpassCorrection | None:
+def _unpack_correction(r: Reader, header: ChunkHeader) -> LowpassCorrection | None:
     (block_log2,) = r.unpack("<B", "low-pass correction")
     if block_log2 == 0:
         return None
@@ -254,7 +256,7 @@ def _pack_spectral(correction: SpectralCorrection | None) -> bytes:
     return struct.pack(f"<B{len(c.scale_index)}B", c.step_log2, *c.scale_index) + varint(len(c.symbols)) + c.symbols
 
 
-def _unpack_spectral(r: _Reader, header: ChunkHeader) -> SpectralCorrection | None:
+def _unpack_spectral(r: Reader, header: ChunkHeader) -> SpectralCorrection | None:
     (step_log2,) = r.unpack("<B", "spectral correction")
     if step_log2 == 0:
         return None
@@ -275,7 +277,7 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     (stored_crc,) = struct.unpack("<I", view[-4:])
     if zlib.crc32(view[:-4]) != stored_crc:
         raise BitstreamError("corrupt or truncated chunk: CRC-32 does not match its contents")
-    r = _Reader(view[:-4])
+    r = Reader(view[:-4])
     r.take(4, "magic")
     version, flags, dtype_code, ndim = r.unpack("<BBBB", "header")
     if not VERSION <= version <= EXTRAPOLATED_QUALITY_VERSION:
@@ -334,7 +336,7 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     return Chunk(header, mask, tiles, residual)
 
 
-def _unpack_residual(r: _Reader, header: ChunkHeader) -> ResidualLayer:
+def _unpack_residual(r: Reader, header: ChunkHeader) -> ResidualLayer:
     bands, frames = header.shape[-3], header.tile_grid[0]
     *max_error, reconstruction_crc, result_crc = r.unpack(f"<{bands}HII", "residual layer")
     subbands = 1 + 3 * wavelet.levels_for(header.shape[-2], header.shape[-1])

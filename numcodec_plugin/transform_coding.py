@@ -34,7 +34,7 @@ from functools import lru_cache
 import numpy as np
 
 from numcodec_plugin import wavelet
-from numcodec_plugin.bitstream import varint
+from numcodec_plugin.bitstream import Reader, varint
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.subband_coding import CONTEXTS, NO_PREDICTOR, CodedSubbands, decode_subbands, encode_subbands
 
@@ -88,8 +88,8 @@ def _synthesise(components: np.ndarray, means: np.ndarray, basis: np.ndarray) ->
     """Bands = stored basis (columns: components) applied to the components, plus the means: float64,
     one multiply-add per component in order, the same bits on any machine."""
     weights = basis.astype(np.float64) / BASIS_SCALE  # (components, bands)
-    bands = np.repeat(means.astype(np.float64)[:, None, None], components.shape[-2], axis=1)
-    bands = np.repeat(bands, components.shape[-1], axis=2)
+    bands = np.empty((len(means),) + components.shape[-2:])
+    bands[:] = means.astype(np.float64)[:, None, None]
     for k in range(components.shape[0]):
         bands += weights[k][:, None, None] * components[k]
     return bands
@@ -131,22 +131,18 @@ def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis
 def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode`: the (bands, h, w) float64 reconstruction (DN) and the symbols."""
     height, width = tile_shape
+    r = Reader(memoryview(data))
+    index, stored_bands = r.unpack(_HEADER, "transform-coded tile header")
+    if stored_bands != bands:
+        raise BitstreamError(f"corrupt chunk: transform-coded tile of {stored_bands} bands in a {bands}-band chunk")
+    means = np.frombuffer(r.take(4 * bands, "transform-coded tile means"), "<i4").astype(np.int64)
+    basis = np.frombuffer(r.take(bands * bands, "transform-coded tile basis"), np.int8).reshape(bands, bands)
     try:
-        index, stored_bands = _HEADER.unpack_from(data, 0)
-        if stored_bands != bands:
-            raise BitstreamError(f"corrupt chunk: transform-coded tile of {stored_bands} bands in a {bands}-band chunk")
-        pos = _HEADER.size
-        means = np.frombuffer(data, "<i4", bands, pos).astype(np.int64)
-        pos += 4 * bands
-        basis = np.frombuffer(data, np.int8, bands * bands, pos).reshape(bands, bands)
-        pos += bands * bands
-        length, pos = _read_varint(data, pos)
-        side = zlib.decompress(data[pos:pos + length])
-        pos += length
-        length, pos = _read_varint(data, pos)
-        high, low = bytes(data[pos:pos + length]), bytes(data[pos + length:])
-    except (struct.error, ValueError, zlib.error, IndexError) as exc:
-        raise BitstreamError(f"corrupt chunk: transform-coded tile cannot be read ({exc})") from exc
+        side = zlib.decompress(r.take(r.varint("transform-coded side information"), "transform-coded side information"))
+    except zlib.error as exc:
+        raise BitstreamError(f"corrupt chunk: transform-coded tile's side information ({exc})") from exc
+    high = bytes(r.take(r.varint("transform-coded stream"), "transform-coded stream"))
+    low = bytes(r.take(len(data) - r.pos, "transform-coded low bits"))
     subbands = 1 + 3 * LEVELS
     shape = (1, bands, subbands)
     if len(side) != int(np.prod(shape)) * (CONTEXTS + 1):
@@ -158,14 +154,3 @@ def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.nda
     symbols = decode_subbands(coded, shapes)
     return (_reconstruct(symbols, index, means, basis, height, width),
             np.concatenate([q.reshape(-1) for q in symbols]))
-
-
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7

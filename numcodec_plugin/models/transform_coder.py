@@ -10,8 +10,10 @@ engine hands it tiles in DN.
 Quality means what it means for the bundled network: the same lambda per quality
 (:func:`~numcodec_plugin.models.gain_hyperprior.lambda_at` of the training lambdas), and the
 quantiser step that minimises ``lambda * D + R`` at that lambda, ``STEP_PER_ROOT_LAMBDA / sqrt(lambda)``
-(``benchmarks/transform_step.py`` measures it on the validation split). The hybrid default model
-codes each chunk with both and keeps the cheaper (:func:`numcodec_plugin.engine.encode_many`).
+(``benchmarks/transform_step.py`` measures it on the validation split). The hybrid model
+``tec-s2-hybrid-v1`` codes each chunk with the bundled network and with this coder and keeps the
+cheaper (:func:`numcodec_plugin.engine.encode_many`). ``ROUNDING`` and ``RECONSTRUCTION`` of
+:mod:`numcodec_plugin.transform_coding` are first guesses, not tuned yet.
 """
 
 from __future__ import annotations
