@@ -1,4 +1,4 @@
-"""The quantiser step law of ``klt-wavelet-v1`` and its rate-distortion curve beside JPEG 2000 (+ KLT).
+"""The quantiser step law of ``klt-wavelet-v2`` and its rate-distortion curve beside JPEG 2000 (+ KLT).
 
 Codes the benchmark tiles (default: the validation split) with
 :func:`numcodec_plugin.transform_coding.encode` over a grid of steps; prints, per quality of the
@@ -25,7 +25,7 @@ from numcodec_plugin import transform_coding  # noqa: E402
 from numcodec_plugin.models.transform_coder import LAMBDAS  # noqa: E402
 from numcodec_plugin.models.gain_hyperprior import lambda_at  # noqa: E402
 
-STEPS = [2 ** (i / 2) for i in range(6, 28)]
+STEPS = [2 ** (i / 2) for i in range(6, 35)]
 LEVELS = (42, 45, 48, 50, 53, 55, 58, 60, 63, 65, 68, 70, 75, 80)
 
 
@@ -42,7 +42,7 @@ def main() -> None:
             distortion[i, j] = np.mean((decoded.astype(np.float64) - tile.data) ** 2) / 1e8
             rate[i, j] = 8 * len(data) / tile.data.size
             results.append(metrics.evaluate(tile.data, decoded, 8 * len(data)))
-        points.append(metrics.aggregate("klt-wavelet-v1", f"step {step:.0f}", results))
+        points.append(metrics.aggregate("klt-wavelet-v2", f"step {step:.0f}", results))
     print("| quality | lambda | best step (DN) | step x sqrt(lambda) |\n| ---: | ---: | ---: | ---: |")
     for quality in range(-1, len(LAMBDAS) + 1):
         lam = lambda_at(LAMBDAS, quality)

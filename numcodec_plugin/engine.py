@@ -31,6 +31,8 @@ from numcodec_plugin import bitstream, lowpass, runtime, spectral
 from numcodec_plugin.errors import BitstreamError, ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
 from numcodec_plugin.models.registry import (
+    CLASSICAL_MODELS,
+    HYBRID_MODELS,
     check_quality,
     check_refinement,
     default_quality,
@@ -150,7 +152,7 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     With ``max_error`` set and no ``quality``, each chunk is coded at a few qualities spread over
     the model's range, and without a learned layer at all, and the smallest result is kept
     (:func:`bounded_quality_candidates`). A hybrid model (:func:`~numcodec_plugin.models.registry.hybrid_members`)
-    codes each chunk with each of its members at the quality asked for and keeps the coding of lowest
+    codes each chunk with each of its members whose range holds the quality asked for and keeps the coding of lowest
     ``lambda * D + R`` (:func:`_chunk_cost`; the members share their lambdas).
     """
     if settings.max_error is not None and settings.quality is None:
@@ -158,12 +160,15 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
                   for q in bounded_quality_candidates(settings.model)]
         trials.append([_encode_residual_only(np.asarray(array), settings) for array in arrays])
         return [min(options, key=len) for options in zip(*trials)]
-    members = hybrid_members(settings.model)
-    if len(members) == 1:
+    if settings.model not in HYBRID_MODELS:
         return [data for data, _ in _encode_costed(arrays, settings, device, batch_size, with_costs=False)]
     check_refinement(settings.model, settings.refinement_steps)
-    codings = [_encode_costed(arrays, replace(settings, model=member, refinement_steps=settings.refinement_steps
-                                              if supports_refinement(member) else 0), device, batch_size, with_costs=True)
+    quality = settings.quality if settings.quality is not None else default_quality(settings.model)
+    check_quality(settings.model, quality)
+    members = hybrid_members(settings.model, quality)
+    codings = [_encode_costed(arrays, replace(settings, model=member, quality=quality, refinement_steps=settings.refinement_steps
+                                              if supports_refinement(member) else 0), device, batch_size,
+                              with_costs=len(members) > 1)
                for member in members]
     return [min(options, key=lambda option: option[1])[0] for options in zip(*codings)]
 
@@ -210,9 +215,10 @@ def network_qualities(model: str | None, quality: float) -> list[float]:
     model's lowest trained quality also the lowest trained one and every whole quality in between,
     highest first. The corrections trade at ``quality``'s lambda in every coding, and :func:`encode_many`
     keeps per chunk the coding of lower ``lambda * D + R``
-    (:data:`~numcodec_plugin.models.registry.EXTRAPOLATED_LEVELS` says why)."""
+    (:data:`~numcodec_plugin.models.registry.EXTRAPOLATED_LEVELS` says why). A classical coder's step
+    law holds at any lambda: it codes at ``quality`` only."""
     lowest = trained_quality_range(model)[0]
-    if quality >= lowest:
+    if quality >= lowest or model in CLASSICAL_MODELS:
         return [quality]
     return [float(q) for q in range(int(lowest), math.floor(quality), -1)] + [float(quality)]
 

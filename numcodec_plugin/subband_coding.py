@@ -23,8 +23,10 @@ import numpy as np
 from numcodec_plugin.errors import EntropyModelMismatchError
 from numcodec_plugin.models.entropy_coding import (
     LaplaceDecoder,
+    LaplaceTableDecoder,
     decode_uniform,
     encode_laplace,
+    encode_laplace_table,
     encode_uniform,
     laplace_scale,
     laplace_scale_index,
@@ -75,10 +77,9 @@ def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return index
 
 
-def _scales(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """Per-coefficient Laplace scales from (frames, bands, CONTEXTS) indexes and the context classes."""
-    per_class = laplace_scale(index)
-    return np.take_along_axis(per_class, classes.reshape(classes.shape[:2] + (-1,)), axis=-1).reshape(classes.shape)
+def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """Per-coefficient Laplace scale bytes from (frames, bands, CONTEXTS) bytes and the context classes."""
+    return np.take_along_axis(index, classes.reshape(classes.shape[:2] + (-1,)), axis=-1).reshape(classes.shape)
 
 
 def _parent(index: int, subbands: list[np.ndarray]) -> np.ndarray | None:
@@ -133,9 +134,13 @@ def _unpredict(errors: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np
     return subband
 
 
-def encode_subbands(subbands: list[np.ndarray], predict: bool = True) -> CodedSubbands:
-    """Code int64 ``subbands`` (the module docstring's steps; spectral prediction only if ``predict``)."""
-    shifts, highs, lows, scale_indexes, scales, sizes, sources, weights = [], [], [], [], [], [], [], []
+def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bool = False) -> CodedSubbands:
+    """Code int64 ``subbands`` (the module docstring's steps; spectral prediction only if ``predict``).
+
+    ``tabled`` codes the high parts with :func:`~numcodec_plugin.models.entropy_coding.encode_laplace_table`
+    (one law per scale byte, no per-symbol floor over the whole alphabet: ``klt-wavelet-v2``) instead of
+    :func:`~numcodec_plugin.models.entropy_coding.encode_laplace` (the error-bounded layer's formats)."""
+    shifts, highs, lows, scale_indexes, coefficient_indexes, sizes, sources, weights = [], [], [], [], [], [], [], []
     for i, coefficients in enumerate(subbands):
         if predict:
             band, source, weight = _predict(coefficients)
@@ -151,28 +156,32 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True) -> CodedSu
         shifts.append(shift)
         scale_indexes.append(index)
         highs.append(high)
-        scales.append(_scales(index, classes).reshape(-1))
+        coefficient_indexes.append(_coefficient_index(index, classes))
         size = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], band.shape)
         lows.append(low[size > 1])
         sizes.append(size[size > 1])
+    if tabled:
+        high_stream = encode_laplace_table(list(zip(highs, coefficient_indexes)))
+    else:
+        high_stream = encode_laplace(np.concatenate([h.reshape(-1) for h in highs]),
+                                     np.concatenate([laplace_scale(i).reshape(-1) for i in coefficient_indexes]))
     low_symbols, low_sizes = np.concatenate(lows), np.concatenate(sizes)
     return CodedSubbands(np.stack(scale_indexes, axis=-2), np.stack(shifts, axis=-1), np.stack(sources, axis=-1),
-                         np.stack(weights, axis=-1),
-                         encode_laplace(np.concatenate([h.reshape(-1) for h in highs]), np.concatenate(scales)),
+                         np.stack(weights, axis=-1), high_stream,
                          encode_uniform(low_symbols, low_sizes) if low_symbols.size else b"")
 
 
-def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]]) -> list[np.ndarray]:
-    """Inverse of :func:`encode_subbands`, for subbands of the (frames, bands, y, x) ``shapes``."""
+def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]], tabled: bool = False) -> list[np.ndarray]:
+    """Inverse of :func:`encode_subbands` (with the same ``tabled``), for subbands of the (frames, bands, y, x) ``shapes``."""
     expected = shapes[0][:2] + (len(shapes),)
     if any(a.shape != expected for a in (coded.shift, coded.predictor, coded.weight)) or \
             coded.scale_index.shape != expected + (CONTEXTS,):
         raise EntropyModelMismatchError("coded subbands do not match the frames, bands and subbands expected")
-    decoder = LaplaceDecoder(coded.high)
+    decoder = LaplaceTableDecoder(coded.high) if tabled else LaplaceDecoder(coded.high)
     high_parts: list[np.ndarray] = []
     for i, shape in enumerate(shapes):
-        classes = _contexts(_parent(i, high_parts), shape)
-        high_parts.append(decoder.decode(_scales(coded.scale_index[..., i, :], classes)).astype(np.int64))
+        index = _coefficient_index(coded.scale_index[..., i, :], _contexts(_parent(i, high_parts), shape))
+        high_parts.append(decoder.decode(index if tabled else laplace_scale(index)).astype(np.int64))
     sizes = [np.broadcast_to((1 << coded.shift[..., i].astype(np.int64))[..., None, None], s) for i, s in enumerate(shapes)]
     coded_low = np.concatenate([size[size > 1] for size in sizes])
     lows = decode_uniform(coded.low, coded_low).astype(np.int64) if coded_low.size else coded_low

@@ -1,4 +1,4 @@
-"""The classical transform coder klt-wavelet-v1 and the hybrid tec-s2-hybrid-v1, on real pixels."""
+"""The classical transform coder klt-wavelet-v2 and the hybrid tec-s2-hybrid-v2, on real pixels."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import zlib
 import numpy as np
 import pytest
 
-from numcodec_plugin import bitstream, engine
+from numcodec_plugin import bitstream, engine, transform_coding
 from numcodec_plugin.errors import BitstreamError, EntropyModelMismatchError
 
 
@@ -20,8 +20,8 @@ def test_transform_coder_rate_and_psnr_rise_with_quality(s2_scene: np.ndarray) -
     chunk = np.ascontiguousarray(s2_scene[:, :256, :256])
     points = []
     for quality in (1.0, 4.0, 8.0):
-        data = engine.encode(chunk, engine.EncodeSettings(model="klt-wavelet-v1", quality=quality))
-        assert bitstream.unpack(data).header.model_name == "klt-wavelet-v1"
+        data = engine.encode(chunk, engine.EncodeSettings(model="klt-wavelet-v2", quality=quality))
+        assert bitstream.unpack(data).header.model_name == "klt-wavelet-v2"
         points.append((len(data), _psnr(engine.decode(data), chunk)))
     assert [p[0] for p in points] == sorted(p[0] for p in points)
     assert [p[1] for p in points] == sorted(p[1] for p in points)
@@ -32,7 +32,7 @@ def test_a_damaged_transform_coded_tile_is_refused(s2_scene: np.ndarray) -> None
     """A flipped bit inside the tile's coded coefficients, under a valid chunk CRC: the symbol checksum
     (or the stream's own structure) refuses it instead of returning other values."""
     chunk = np.ascontiguousarray(s2_scene[:, :256, :256])
-    data = engine.encode(chunk, engine.EncodeSettings(model="klt-wavelet-v1", quality=5.0))
+    data = engine.encode(chunk, engine.EncodeSettings(model="klt-wavelet-v2", quality=5.0))
     stream = bitstream.unpack(data).tiles[0].streams[0]
     body = bytearray(data[:-4])
     body[data.index(stream) + 3 * len(stream) // 4] ^= 0x40
@@ -45,9 +45,21 @@ def test_the_hybrid_keeps_one_members_coding_per_chunk(s2_scene: np.ndarray) -> 
     network's reconstruction saturates, the transform coder's (lower lambda * D + R) is kept."""
     chunk = np.ascontiguousarray(s2_scene[:, :256, :256])
     for quality in (1.0, 8.0):
-        hybrid = engine.encode(chunk, engine.EncodeSettings(model="tec-s2-hybrid-v1", quality=quality))
+        hybrid = engine.encode(chunk, engine.EncodeSettings(model="tec-s2-hybrid-v2", quality=quality))
         members = {m: engine.encode(chunk, engine.EncodeSettings(model=m, quality=quality))
-                   for m in ("tec-s2-gain-v3", "klt-wavelet-v1")}
+                   for m in ("tec-s2-gain-v3", "klt-wavelet-v2")}
         name = bitstream.unpack(hybrid).header.model_name
         assert hybrid == members[name]
-    assert name == "klt-wavelet-v1"
+    assert name == "klt-wavelet-v2"
+
+
+def test_only_the_components_with_coefficients_are_coded(s2_scene: np.ndarray) -> None:
+    """At a coarse step the weak spectral components quantise to nothing and are left out with their
+    basis rows (the header's third byte counts the coded ones); the decoder rebuilds the same tile."""
+    tile = s2_scene[:, :256, :256].astype(np.float64)
+    coarse, _, reconstruction = transform_coding.encode(tile, 8192.0)
+    fine, _, _ = transform_coding.encode(tile, 16.0)
+    assert 1 <= coarse[2] < fine[2] == tile.shape[0]
+    decoded, _ = transform_coding.decode(coarse, tile.shape[0], tile.shape[1:])
+    np.testing.assert_array_equal(decoded, reconstruction)
+    assert 10 * np.log10(1e8 / np.mean((np.rint(decoded) - tile) ** 2)) > 25

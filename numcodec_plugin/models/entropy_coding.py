@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import constriction
@@ -103,7 +103,6 @@ SCALE_TABLE_TOP = 256.0
 SCALE_TABLE_REACH = 12.0
 #: probability of the escape symbol (about 16 bits), after which the value follows under a uniform law
 ESCAPE_PROBABILITY = 2.0 ** -16
-_ESCAPED_VALUES = 2 * LATENT_LIMIT + 1  # the uniform law's alphabet: every clipped latent symbol
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,7 +157,7 @@ class ScaleTable:
         radius = self.radii[entries]
         escaped = np.abs(symbols) > radius
         index = np.where(escaped, 2 * radius + 1, symbols + radius)
-        return self._information[entries, index] + escaped * math.log2(_ESCAPED_VALUES)
+        return self._information[entries, index] + escaped * math.log2(2 * LATENT_LIMIT + 1)
 
     @functools.cached_property
     def _information(self) -> np.ndarray:
@@ -170,43 +169,57 @@ class ScaleTable:
                                                            _PRECISION_BITS)
         return table
 
-    def _order(self, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Coding order of the elements (by table entry, raster order within one), each entry's
-        number of elements, and each element's radius in coding order."""
-        entries = self.entries(scales)
-        counts = np.bincount(entries, minlength=len(self.scales))
-        return np.argsort(entries, kind="stable"), counts, np.repeat(self.radii, counts)  # a radix sort for uint8 keys
-
     def encode(self, symbols: np.ndarray, scales: np.ndarray) -> bytes:
         """Code integer ``symbols`` (clipped by :func:`clip_symbols`) under N(0, scale), scales shaped alike."""
-        order, counts, radius = self._order(scales)
-        values = symbols.reshape(-1)[order].astype(np.int64)
-        escaped = np.abs(values) > radius
-        indices = np.where(escaped, 2 * radius + 1, values + radius).astype(np.int32)
         coder = constriction.stream.stack.AnsCoder()
-        if escaped.any():
-            outliers = values[escaped] + LATENT_LIMIT
-            coder.encode_reverse(outliers.astype(np.int32), _UNIFORM, np.full(outliers.size, _ESCAPED_VALUES, np.int32))
-        ends = np.cumsum(counts)
-        for entry in reversed(np.flatnonzero(counts)):
-            coder.encode_reverse(indices[ends[entry] - counts[entry]:ends[entry]], self.laws[entry])
+        _push_grouped(coder, symbols.reshape(-1), self.entries(scales), self.radii, self.laws.__getitem__, LATENT_LIMIT)
         return coder.get_compressed().tobytes()
 
     def decode(self, data: bytes, scales: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`encode`: int32 symbols shaped like ``scales``."""
-        order, counts, radius = self._order(scales)
         coder = _decoder(data)
-        with _stream_errors():
-            pieces = [coder.decode(self.laws[entry], int(counts[entry])) for entry in np.flatnonzero(counts)]
-            indices = np.concatenate(pieces).astype(np.int64) if pieces else np.zeros(0, np.int64)
-            values = indices - radius
-            escaped = indices == 2 * radius + 1
-            if escaped.any():
-                sizes = np.full(int(escaped.sum()), _ESCAPED_VALUES, np.int32)
-                values[escaped] = coder.decode(_UNIFORM, sizes).astype(np.int64) - LATENT_LIMIT
-        symbols = np.empty(scales.size, np.int32)
-        symbols[order] = values
-        return symbols.reshape(scales.shape)
+        return _pop_grouped(coder, self.entries(scales), self.radii, self.laws.__getitem__, LATENT_LIMIT).reshape(scales.shape)
+
+
+def _push_grouped(coder: constriction.stream.stack.AnsCoder, values: np.ndarray, entries: np.ndarray,
+                  radii: np.ndarray, law: Callable[[int], object], limit: int) -> None:
+    """Push integer ``values`` onto the ANS stack ``coder``, each under the categorical ``law(entry)`` of its
+    ``entries`` element (uint8) over ``[-radius, radius]`` of that entry, and an escape symbol.
+
+    :func:`_pop_grouped` reads them back in this order: entry by entry from the smallest up, in raster
+    order within one (one coder call per entry, which is what makes it fast); then the escaped values
+    under a uniform law over ``[-limit, limit]``."""
+    order = np.argsort(entries, kind="stable")  # a radix sort for uint8 keys
+    counts = np.bincount(entries, minlength=len(radii))
+    values = values[order].astype(np.int64)
+    radius = np.repeat(radii, counts)
+    escaped = np.abs(values) > radius
+    indices = np.where(escaped, 2 * radius + 1, values + radius).astype(np.int32)
+    if escaped.any():
+        outliers = values[escaped] + limit
+        coder.encode_reverse(outliers.astype(np.int32), _UNIFORM, np.full(outliers.size, 2 * limit + 1, np.int32))
+    ends = np.cumsum(counts)
+    for entry in reversed(np.flatnonzero(counts)):
+        coder.encode_reverse(indices[ends[entry] - counts[entry]:ends[entry]], law(int(entry)))
+
+
+def _pop_grouped(coder: constriction.stream.stack.AnsCoder, entries: np.ndarray, radii: np.ndarray,
+                 law: Callable[[int], object], limit: int) -> np.ndarray:
+    """Inverse of :func:`_push_grouped`: the int32 values of ``entries`` (flat), in raster order."""
+    order = np.argsort(entries, kind="stable")
+    counts = np.bincount(entries, minlength=len(radii))
+    radius = np.repeat(radii, counts)
+    with _stream_errors():
+        pieces = [coder.decode(law(int(entry)), int(counts[entry])) for entry in np.flatnonzero(counts)]
+        indices = np.concatenate(pieces).astype(np.int64) if pieces else np.zeros(0, np.int64)
+        values = indices - radius
+        escaped = indices == 2 * radius + 1
+        if escaped.any():
+            sizes = np.full(int(escaped.sum()), 2 * limit + 1, np.int32)
+            values[escaped] = coder.decode(_UNIFORM, sizes).astype(np.int64) - limit
+    symbols = np.empty(entries.size, np.int32)
+    symbols[order] = values
+    return symbols
 
 
 def _escaping_probabilities(scale: float, radius: int) -> np.ndarray:
@@ -278,6 +291,58 @@ class LaplaceDecoder:
         with _stream_errors():
             symbols = self._coder.decode(_LAPLACE, np.zeros(scales.size), scales.reshape(-1).astype(np.float64))
         return symbols.reshape(scales.shape)
+
+
+#: the tabled Laplace law of scale b spans [-ceil(LAPLACE_REACH * b), +ceil(...)] (at least +-1); the rest escape
+LAPLACE_REACH = 16.0
+_LAPLACE_RADII = np.maximum(1, np.ceil(LAPLACE_REACH * laplace_scale(np.arange(256)))).astype(np.int32)
+
+
+def _laplace_decay(index: int) -> float:
+    """``exp(-1 / b)`` of the Laplace scale ``b`` of byte ``index``, rounded to 40 bits, so that a
+    last-bit difference of ``math.exp`` between platforms cannot change a table (a test pins them)."""
+    return round(math.exp(-1.0 / float(laplace_scale(index))) * 2.0 ** 40) / 2.0 ** 40
+
+
+@functools.lru_cache(maxsize=256)
+def laplace_table_law(index: int):
+    """The categorical law of scale byte ``index``: the discretised Laplace of :func:`laplace_bits`
+    (``d = exp(-1/b)``: P(0) = 1 - sqrt(d), P(+-k) = (1 - d) sqrt(d) d^(k-1) / 2) on
+    ``[-radius, radius]``, then an escape symbol of probability ``ESCAPE_PROBABILITY``. Built from
+    multiplications and one square root, exact in IEEE arithmetic, so every platform builds the same law."""
+    decay, radius = _laplace_decay(index), int(_LAPLACE_RADII[index])
+    root = math.sqrt(decay)
+    side = 0.5 * (1 - decay) * root * np.cumprod(np.concatenate([[1.0], np.full(radius - 1, decay)]))
+    bins = np.concatenate([side[::-1], [1 - root], side]) * (1 - ESCAPE_PROBABILITY)
+    return constriction.stream.model.Categorical(np.append(bins, ESCAPE_PROBABILITY), perfect=False)
+
+
+def encode_laplace_table(pieces: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
+    """Code integer symbols in +-RESIDUAL_LIMIT under the tabled Laplace laws of their scale bytes.
+
+    ``pieces`` are (symbols, uint8 scale bytes shaped alike) in the order a :class:`LaplaceTableDecoder`
+    reads them, so a later piece's scales may depend on an earlier piece's symbols. Where
+    :func:`encode_laplace` codes each symbol under its own law over the whole +-RESIDUAL_LIMIT
+    alphabet (every symbol keeps at least 2^-24, which costs 0.011 bit per symbol, most of the rate
+    of a coarsely quantised tile), each scale byte here has one law over a few scales' reach,
+    coded for all of its symbols in one call."""
+    coder = constriction.stream.stack.AnsCoder()
+    for symbols, scale_index in reversed(pieces):
+        _push_grouped(coder, symbols.reshape(-1), scale_index.reshape(-1), _LAPLACE_RADII, laplace_table_law,
+                      RESIDUAL_LIMIT)
+    return coder.get_compressed().tobytes()
+
+
+class LaplaceTableDecoder:
+    """Decodes a stream of :func:`encode_laplace_table` piece by piece, in the order it was encoded."""
+
+    def __init__(self, data: bytes) -> None:
+        self._coder = _decoder(data)
+
+    def decode(self, scale_index: np.ndarray) -> np.ndarray:
+        """The next piece: int32 symbols shaped like its uint8 ``scale_index``."""
+        return _pop_grouped(self._coder, scale_index.reshape(-1), _LAPLACE_RADII, laplace_table_law,
+                            RESIDUAL_LIMIT).reshape(scale_index.shape)
 
 
 def encode_uniform(symbols: np.ndarray, sizes: np.ndarray) -> bytes:

@@ -2,11 +2,12 @@
 
 Names:
 
-* ``"tec-s2-hybrid-v1"`` (not yet the default: its benchmark is not run): per chunk, the cheaper (``lambda * D + R``) of
-  ``tec-s2-gain-v3`` and ``klt-wavelet-v1`` at the same quality; a chunk's header names the one that
+* ``"tec-s2-hybrid-v2"`` (not yet the default: its benchmark is not run): per chunk, the cheaper (``lambda * D + R``) of
+  ``tec-s2-gain-v3`` and ``klt-wavelet-v2`` at the same quality; a chunk's header names the one that
   coded it (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`).
-* ``"klt-wavelet-v1"``: the classical transform coder (:mod:`numcodec_plugin.models.transform_coder`:
-  per-tile spectral KLT, 5/3 wavelet, dead-zone quantiser), qualities and lambdas as the bundled model's.
+* ``"klt-wavelet-v2"``: the classical transform coder (:mod:`numcodec_plugin.models.transform_coder`:
+  per-tile spectral KLT, 9/7 wavelet, dead-zone quantiser, tabled Laplace laws), qualities and
+  lambdas as the bundled model's.
 * ``"tec-s2-gain-v3"`` (:data:`DEFAULT_MODEL`): the bundled learned model, weights shipped in
   ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with entropy tables per whole quality
   (hyper-latent tables and latent scale factors, :mod:`numcodec_plugin.training.entropy_tables`),
@@ -65,10 +66,10 @@ TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: "tec-s2-gain-v1", "test-fixed-seed-tem
 #: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`)
 PORTABLE_MODES = {"tec-s2-gain-v1-portable": "tec-s2-gain-v1"}
 #: classical coders in the model registry: name -> band set
-CLASSICAL_MODELS = {"klt-wavelet-v1": "S2L2A"}
+CLASSICAL_MODELS = {"klt-wavelet-v2": "S2L2A"}
 #: models that code each chunk with every member and keep the cheaper: name -> members, the network first
 #: (which the name otherwise stands for: its band set, tiles, qualities and lambdas)
-HYBRID_MODELS = {"tec-s2-hybrid-v1": ("tec-s2-gain-v3", "klt-wavelet-v1")}
+HYBRID_MODELS = {"tec-s2-hybrid-v2": ("tec-s2-gain-v3", "klt-wavelet-v2")}
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -90,10 +91,16 @@ def available_models() -> list[str]:
             + sorted(OFFICIAL_MODELS) + sorted(TEST_MODELS))
 
 
-def hybrid_members(model: str | None = None) -> tuple[str, ...]:
-    """The models ``model`` codes each chunk with (the cheaper coding is kept): a hybrid's members, else itself."""
+def hybrid_members(model: str | None = None, quality: float | None = None) -> tuple[str, ...]:
+    """The models ``model`` codes each chunk with (the cheaper coding is kept): a hybrid's members whose
+    quality range holds ``quality`` (all of them where it is None), else itself."""
     name = model or DEFAULT_MODEL
-    return HYBRID_MODELS.get(name, (name,))
+    if name not in HYBRID_MODELS:
+        return (name,)
+    members = HYBRID_MODELS[name]
+    if quality is None:
+        return members
+    return tuple(m for m in members if quality_range(m)[0] <= quality <= quality_range(m)[1]) or members
 
 
 def _bundled_path(name: str) -> Path:
@@ -190,7 +197,7 @@ EXTRAPOLATED_LEVELS = 2.0
 
 def trained_quality_range(model: str | None = None) -> tuple[float, float]:
     """The qualities (inclusive) ``model`` (default: the bundled model) was trained or published for:
-    1 to its number of levels."""
+    1 to its number of levels (a hybrid: its network's)."""
     name = model or DEFAULT_MODEL
     if name in OFFICIAL_MODELS:
         return (1.0, float(OFFICIAL_MODELS[name].quality_count))
@@ -203,9 +210,16 @@ def trained_quality_range(model: str | None = None) -> tuple[float, float]:
 
 def quality_range(model: str | None = None) -> tuple[float, float]:
     """Valid ``quality`` values (inclusive) of ``model`` (default: the bundled model); higher = more bits.
-    The trained range, and for the bundled and test models (gain units) :data:`EXTRAPOLATED_LEVELS` below it."""
-    low, high = trained_quality_range(model)
-    if (model or DEFAULT_MODEL) not in OFFICIAL_MODELS:
+    The trained range, and for the bundled and test models (gain units) :data:`EXTRAPOLATED_LEVELS` below
+    it; a classical coder's down to its ``LOWEST_QUALITY``; a hybrid's members' ranges together."""
+    name = model or DEFAULT_MODEL
+    if name in HYBRID_MODELS:
+        ranges = [quality_range(member) for member in HYBRID_MODELS[name]]
+        return (min(low for low, _ in ranges), max(high for _, high in ranges))
+    low, high = trained_quality_range(name)
+    if name in CLASSICAL_MODELS:
+        return (transform_coder.LOWEST_QUALITY, high)
+    if name not in OFFICIAL_MODELS:
         low -= EXTRAPOLATED_LEVELS
     return (low, high)
 

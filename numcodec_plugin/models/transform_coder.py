@@ -1,4 +1,4 @@
-"""``klt-wavelet-v1``: the classical transform coder (:mod:`numcodec_plugin.transform_coding`) as a model.
+"""``klt-wavelet-v2``: the classical transform coder (:mod:`numcodec_plugin.transform_coding`) as a model.
 
 It answers the engine like a network does (:class:`~numcodec_plugin.models.base.TileCoder`), so its
 chunks are ordinary TerraCodec chunks: header, mask, tiles with DC offsets and corrections, one
@@ -10,10 +10,12 @@ engine hands it tiles in DN.
 Quality means what it means for the bundled network: the same lambda per quality
 (:func:`~numcodec_plugin.models.gain_hyperprior.lambda_at` of the training lambdas), and the
 quantiser step that minimises ``lambda * D + R`` at that lambda, ``STEP_PER_ROOT_LAMBDA / sqrt(lambda)``
-(``benchmarks/transform_step.py`` measures it on the validation split). The hybrid model
-``tec-s2-hybrid-v1`` codes each chunk with the bundled network and with this coder and keeps the
-cheaper (:func:`numcodec_plugin.engine.encode_many`). ``ROUNDING`` and ``RECONSTRUCTION`` of
-:mod:`numcodec_plugin.transform_coding` are first guesses, not tuned yet.
+(``benchmarks/transform_step.py`` measures it on the validation split: 29k-41k at qualities -1..8).
+The hybrid model ``tec-s2-hybrid-v2`` codes each chunk with the bundled network and with this coder
+and keeps the cheaper (:func:`numcodec_plugin.engine.encode_many`).
+
+Version 1 (one session on main, never a default) coded with the 5/3 wavelet, every component and
+per-symbol Laplace laws; its chunks are refused as of an unknown model.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ from numcodec_plugin.tile_pool import map_tiles
 STEP_PER_ROOT_LAMBDA = 32000.0
 #: qualities with their own lambda, as for the bundled network (whole qualities 1..8)
 LAMBDAS = training_lambdas(8)
+#: the lowest quality: the step law holds below the trained qualities too (lambdas extrapolated like the
+#: network's), down to about 30 dB on the validation tiles
+LOWEST_QUALITY = -3.0
 
 
 class TransformCoder:
