@@ -104,7 +104,7 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
     index = step_index(step)
     centred = dn.reshape(bands, -1).astype(np.float64) - means[:, None]
     try:
-        components = np.linalg.solve(basis.astype(np.float64).T / BASIS_SCALE, centred)
+        components = np.linalg.inv(basis.astype(np.float64).T / BASIS_SCALE) @ centred  # encoder only: any rounding will do
     except np.linalg.LinAlgError:  # a degenerate stored basis (e.g. constant bands): fall back to the identity
         basis = (np.eye(bands) * BASIS_SCALE).astype(np.int8)
         components = centred

@@ -24,49 +24,77 @@ def levels_for(height: int, width: int) -> int:
     return int(min(MAX_LEVELS, max(0, np.floor(np.log2(max(1, min(height, width)))) - 2)))
 
 
-def _pair_sums(even: np.ndarray, odd_count: int) -> np.ndarray:
-    """``even[n] + even[n + 1]`` for each odd sample ``n``, the last even sample mirrored past the end."""
-    right = even[..., 1:odd_count + 1]
-    if right.shape[-1] < odd_count:
-        right = np.concatenate([right, even[..., -1:]], axis=-1)
-    return even[..., :odd_count] + right
+def _cut(ndim: int, axis: int, start: int | None, stop: int | None, step: int | None = None) -> tuple[slice, ...]:
+    """The index of ``start:stop:step`` along ``axis`` of an array of ``ndim`` dimensions."""
+    index = [slice(None)] * ndim
+    index[axis] = slice(start, stop, step)
+    return tuple(index)
 
 
-def _neighbour_sums(odd: np.ndarray, even_count: int) -> np.ndarray:
-    """``odd[n - 1] + odd[n]`` for each even sample ``n``, mirrored at both ends (``odd`` not empty)."""
-    left = np.concatenate([odd[..., :1], odd], axis=-1)[..., :even_count]
-    current = np.concatenate([odd, odd[..., -1:]], axis=-1)[..., :even_count]
-    return left + current
+def _sized(x: np.ndarray, axis: int, length: int, dtype: np.dtype | None = None) -> np.ndarray:
+    """An empty array shaped like ``x`` but ``length`` long along ``axis``."""
+    shape = list(x.shape)
+    shape[axis] = length
+    return np.empty(shape, dtype or x.dtype)
 
 
-def _forward_1d(x: np.ndarray, irreversible: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Split the last axis into low (even) and high (odd) coefficients."""
-    even, odd = x[..., 0::2], x[..., 1::2]
-    if not odd.shape[-1]:
+def _pair_sums(even: np.ndarray, odd_count: int, axis: int) -> np.ndarray:
+    """``even[n] + even[n + 1]`` along ``axis`` for each odd sample ``n``, the last even sample mirrored past the end."""
+    out, inner, d = _sized(even, axis, odd_count), min(odd_count, even.shape[axis] - 1), even.ndim
+    np.add(even[_cut(d, axis, 0, inner)], even[_cut(d, axis, 1, inner + 1)], out=out[_cut(d, axis, 0, inner)])
+    if inner < odd_count:
+        np.add(even[_cut(d, axis, -1, None)], even[_cut(d, axis, -1, None)], out=out[_cut(d, axis, -1, None)])
+    return out
+
+
+def _neighbour_sums(odd: np.ndarray, even_count: int, axis: int) -> np.ndarray:
+    """``odd[n - 1] + odd[n]`` along ``axis`` for each even sample ``n``, mirrored at both ends (``odd`` not empty)."""
+    out, count, d = _sized(odd, axis, even_count), odd.shape[axis], odd.ndim
+    np.add(odd[_cut(d, axis, 0, 1)], odd[_cut(d, axis, 0, 1)], out=out[_cut(d, axis, 0, 1)])
+    np.add(odd[_cut(d, axis, 0, count - 1)], odd[_cut(d, axis, 1, count)], out=out[_cut(d, axis, 1, count)])
+    if even_count > count:
+        np.add(odd[_cut(d, axis, -1, None)], odd[_cut(d, axis, -1, None)], out=out[_cut(d, axis, -1, None)])
+    return out
+
+
+def _forward_1d(x: np.ndarray, irreversible: bool, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``axis`` into low (even) and high (odd) coefficients."""
+    even, odd = x[_cut(x.ndim, axis, 0, None, 2)], x[_cut(x.ndim, axis, 1, None, 2)]
+    if not odd.shape[axis]:
         return even, odd
     if not irreversible:
-        high = odd - (_pair_sums(even, odd.shape[-1]) >> 1)
-        return even + ((_neighbour_sums(high, even.shape[-1]) + 2) >> 2), high
-    low, high = even.astype(np.float64), odd.astype(np.float64)
+        high = odd - (_pair_sums(even, odd.shape[axis], axis) >> 1)
+        return even + ((_neighbour_sums(high, even.shape[axis], axis) + 2) >> 2), high
+    low, high = even.astype(np.float64), odd.astype(np.float64)  # copies, lifted in place
     for predict, update in zip(_CDF97_STEPS[0::2], _CDF97_STEPS[1::2]):
-        high = high + predict * _pair_sums(low, high.shape[-1])
-        low = low + update * _neighbour_sums(high, low.shape[-1])
-    return low / _CDF97_SCALE, high * _CDF97_SCALE
+        sums = _pair_sums(low, high.shape[axis], axis)
+        sums *= predict
+        high += sums
+        sums = _neighbour_sums(high, low.shape[axis], axis)
+        sums *= update
+        low += sums
+    low /= _CDF97_SCALE
+    high *= _CDF97_SCALE
+    return low, high
 
 
-def _inverse_1d(low: np.ndarray, high: np.ndarray, irreversible: bool) -> np.ndarray:
-    if not high.shape[-1]:
+def _inverse_1d(low: np.ndarray, high: np.ndarray, irreversible: bool, axis: int) -> np.ndarray:
+    if not high.shape[axis]:
         even, odd = low, high
     elif not irreversible:
-        even = low - ((_neighbour_sums(high, low.shape[-1]) + 2) >> 2)
-        odd = high + (_pair_sums(even, high.shape[-1]) >> 1)
+        even = low - ((_neighbour_sums(high, low.shape[axis], axis) + 2) >> 2)
+        odd = high + (_pair_sums(even, high.shape[axis], axis) >> 1)
     else:
         even, odd = low * _CDF97_SCALE, high / _CDF97_SCALE
         for predict, update in zip(_CDF97_STEPS[-2::-2], _CDF97_STEPS[::-2]):
-            even = even - update * _neighbour_sums(odd, even.shape[-1])
-            odd = odd - predict * _pair_sums(even, odd.shape[-1])
-    out = np.empty(low.shape[:-1] + (low.shape[-1] + high.shape[-1],), dtype=np.result_type(even, odd))
-    out[..., 0::2], out[..., 1::2] = even, odd
+            sums = _neighbour_sums(odd, even.shape[axis], axis)
+            sums *= update
+            even -= sums
+            sums = _pair_sums(even, odd.shape[axis], axis)
+            sums *= predict
+            odd -= sums
+    out = _sized(low, axis, low.shape[axis] + high.shape[axis], np.result_type(even, odd))
+    out[_cut(out.ndim, axis, 0, None, 2)], out[_cut(out.ndim, axis, 1, None, 2)] = even, odd
     return out
 
 
@@ -76,9 +104,9 @@ def forward(image: np.ndarray, levels: int, irreversible: bool = False) -> list[
     details: list[np.ndarray] = []
     low = image.astype(np.float64 if irreversible else np.int64)
     for _ in range(levels):
-        rows_low, rows_high = _forward_1d(low, irreversible)
-        ll, lh = (np.swapaxes(b, -1, -2) for b in _forward_1d(np.swapaxes(rows_low, -1, -2), irreversible))
-        hl, hh = (np.swapaxes(b, -1, -2) for b in _forward_1d(np.swapaxes(rows_high, -1, -2), irreversible))
+        rows_low, rows_high = _forward_1d(low, irreversible, -1)
+        ll, lh = _forward_1d(rows_low, irreversible, -2)
+        hl, hh = _forward_1d(rows_high, irreversible, -2)
         details = [hl, lh, hh] + details
         low = ll
     return [low] + details
@@ -89,9 +117,9 @@ def inverse(subbands: list[np.ndarray], levels: int, irreversible: bool = False)
     low = subbands[0]
     for level in range(levels):
         hl, lh, hh = subbands[1 + 3 * level: 4 + 3 * level]
-        rows_low = np.swapaxes(_inverse_1d(np.swapaxes(low, -1, -2), np.swapaxes(lh, -1, -2), irreversible), -1, -2)
-        rows_high = np.swapaxes(_inverse_1d(np.swapaxes(hl, -1, -2), np.swapaxes(hh, -1, -2), irreversible), -1, -2)
-        low = _inverse_1d(rows_low, rows_high, irreversible)
+        rows_low = _inverse_1d(low, lh, irreversible, -2)
+        rows_high = _inverse_1d(hl, hh, irreversible, -2)
+        low = _inverse_1d(rows_low, rows_high, irreversible, -1)
     return low
 
 
