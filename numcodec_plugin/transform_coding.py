@@ -52,10 +52,12 @@ _HEADER = struct.Struct("<BBB")
 
 
 def step_size(index: int) -> float:
+    """The quantiser step (DN) a stored step index stands for: ``2 ** (index / 8)``."""
     return float(STEP_INDEX_BASE ** index)
 
 
 def step_index(step: float) -> int:
+    """The stored index (0..255) of the step nearest ``step`` DN on the index's geometric grid."""
     return int(np.clip(np.rint(np.log(max(step, 1.0)) / np.log(STEP_INDEX_BASE)), 0, 255))
 
 

