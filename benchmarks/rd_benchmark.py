@@ -83,13 +83,15 @@ def load_tiles(args: argparse.Namespace) -> list[sentinel2.Image]:
 def build_sweeps(args: argparse.Namespace) -> dict[str, list[Coder]]:
     """Every codec's settings, by codec name; TerraCodec last (without, then with each refinement, then
     the other models)."""
-    qualities = args.qualities or coders.quality_sweep(args.model, DEFAULT_QUALITY_POINTS)
+    def qualities(model: str | None) -> list[float]:
+        return args.qualities or coders.quality_sweep(model, DEFAULT_QUALITY_POINTS)
+
     sweeps: list[list[Coder]] = [
         [Jpeg2000(level, args.threads) for level in args.jpeg2k_levels],
         [KltJpeg2000(level, args.threads) for level in args.jpeg2k_levels],
         [JpegXl(distance, args.threads) for distance in args.jpegxl_distances],
-    ] + [[TerraCodec(quality, args.model, refinement_steps=steps) for quality in qualities]
-         for steps in [0, *args.refinement_steps]] + [[TerraCodec(quality, model) for quality in qualities]
+    ] + [[TerraCodec(quality, args.model, refinement_steps=steps) for quality in qualities(args.model)]
+         for steps in [0, *args.refinement_steps]] + [[TerraCodec(quality, model) for quality in qualities(model)]
                                                       for model in args.also_models]
     return {sweep[0].family: sweep for sweep in sweeps}
 

@@ -126,6 +126,11 @@ def varint(n: int) -> bytes:
             return bytes(out)
 
 
+def signed_varint(n: int) -> bytes:
+    """``n`` zigzag-mapped (0, -1, 1, -2, ... to 0, 1, 2, 3, ...) as a :func:`varint`."""
+    return varint((n << 1) ^ (n >> 63))
+
+
 class Reader:
     """Reads a chunk's (or a stream's) fields in order; a field past the end raises :class:`BitstreamError`."""
 
@@ -153,6 +158,10 @@ class Reader:
             shift += 7
             if shift > 35:
                 raise BitstreamError(f"corrupt chunk: {what} length is not a valid varint")
+
+    def signed_varint(self, what: str) -> int:
+        value = self.varint(what)
+        return (value >> 1) ^ -(value & 1)
 
 
 def pack(chunk: Chunk) -> bytes:
@@ -204,7 +213,7 @@ def pack_tile(tile: CodedTile, bands: int, lowpass: bool, spectral: bool) -> byt
         raise ValueError(f"tile has {len(tile.offsets)} DC offsets for {bands} bands")
     out = bytearray(struct.pack("<I", tile.checksum))
     for value in tile.offsets:
-        out += varint((value << 1) ^ (value >> 63))
+        out += signed_varint(value)
     if lowpass:
         out += _pack_correction(tile.correction)
     if spectral:
@@ -326,7 +335,7 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     tiles = []
     for _ in range(0 if flags & FLAG_RESIDUAL_ONLY else header.tile_count):
         (checksum,) = r.unpack("<I", "tile checksum")
-        offsets = tuple((v >> 1) ^ -(v & 1) for v in (r.varint("tile offset") for _ in range(header.shape[-3])))
+        offsets = tuple(r.signed_varint("tile offset") for _ in range(header.shape[-3]))
         correction = _unpack_correction(r, header) if flags & FLAG_LOWPASS else None
         spectral = _unpack_spectral(r, header) if flags & FLAG_SPECTRAL else None
         streams_of_tile = tuple(bytes(r.take(r.varint("tile stream"), "tile stream")) for _ in range(streams))

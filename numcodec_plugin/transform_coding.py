@@ -23,8 +23,9 @@ Only the components up to the last one with a non-zero coefficient are coded (at
 weak ones quantise to nothing, and their basis rows would be most of the stream).
 
 Stream layout (little-endian): step index u8 (step ``2 ** (i / 8)`` DN) | bands u8 | coded components
-u8 (k) | means i32*bands | basis i8*k*bands (rows: components) | varint length + zlib(side information of the subbands:
-scale indexes, shifts) | varint length + high stream | low stream (the rest).
+u8 (k) | means: zigzag varint * bands | basis i8*k*bands (rows: components) | varint length + raw
+deflate (side information of the subbands: scale indexes, shifts) | varint length + high stream |
+low stream (the rest).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from functools import lru_cache
 import numpy as np
 
 from numcodec_plugin import wavelet
-from numcodec_plugin.bitstream import Reader, varint
+from numcodec_plugin.bitstream import Reader, signed_varint, varint
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.subband_coding import CONTEXTS, NO_PREDICTOR, CodedSubbands, decode_subbands, encode_subbands
 
@@ -117,8 +118,9 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
     kept = int(nonzero[-1]) + 1 if nonzero.size else 1
     symbols = [q[:, :kept] for q in symbols]
     coded = encode_subbands(symbols, predict=False, tabled=True)
-    side = zlib.compress(coded.scale_index.tobytes() + coded.shift.tobytes(), 9)
-    data = (_HEADER.pack(index, bands, kept) + means.astype("<i4").tobytes() + basis[:kept].tobytes()
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: no zlib header and checksum (the chunk has a CRC)
+    side = deflate.compress(coded.scale_index.tobytes() + coded.shift.tobytes()) + deflate.flush()
+    data = (_HEADER.pack(index, bands, kept) + b"".join(signed_varint(int(m)) for m in means) + basis[:kept].tobytes()
             + varint(len(side)) + side + varint(len(coded.high)) + coded.high + coded.low)
     reconstruction = _reconstruct(symbols, index, means, basis[:kept], (height, width))
     return data, np.concatenate([q.reshape(-1) for q in symbols]), reconstruction
@@ -139,10 +141,10 @@ def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.nda
     if stored_bands != bands or not 1 <= kept <= bands:
         raise BitstreamError(f"corrupt chunk: transform-coded tile of {stored_bands} bands ({kept} coded) "
                              f"in a {bands}-band chunk")
-    means = np.frombuffer(r.take(4 * bands, "transform-coded tile means"), "<i4").astype(np.int64)
+    means = np.array([r.signed_varint("transform-coded tile means") for _ in range(bands)], np.int64)
     basis = np.frombuffer(r.take(kept * bands, "transform-coded tile basis"), np.int8).reshape(kept, bands)
     try:
-        side = zlib.decompress(r.take(r.varint("transform-coded side information"), "transform-coded side information"))
+        side = zlib.decompress(r.take(r.varint("transform-coded side information"), "transform-coded side information"), -15)
     except zlib.error as exc:
         raise BitstreamError(f"corrupt chunk: transform-coded tile's side information ({exc})") from exc
     high = bytes(r.take(r.varint("transform-coded stream"), "transform-coded stream"))
