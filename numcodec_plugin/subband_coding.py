@@ -10,7 +10,8 @@ order, is coded as follows:
    (``shift`` per frame, band and subband; 0 unless a coefficient exceeds 2**15);
 3. the high parts are coded with constriction's ANS coder under zero-mean discretised Laplace laws,
    one per context class: the tercile of the parent coefficient's magnitude (same orientation, one
-   level coarser), which the decoder knows from the coarser subband. Each scale is one byte per
+   level coarser; optionally with its neighbours and the coefficient's coded siblings), which the
+   decoder knows from the subbands it decoded before. Each scale is one byte per
    frame, band, subband and class (``2^((i - 96) / 16)``); the low bits are coded uniformly.
 """
 
@@ -51,19 +52,39 @@ class CodedSubbands:
 CONTEXTS = 3  # classes of a detail coefficient by the magnitude of its parent
 
 
-def _contexts(parent: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
-    """(frames, bands, y, x) context class of each coefficient of a subband of ``shape``.
+def _contexts(index: int, coded: list[np.ndarray], shape: tuple[int, ...], wide: bool) -> np.ndarray:
+    """(frames, bands, y, x) context class of each coefficient of subband ``index``, of ``shape``, from
+    the subbands ``coded`` before it.
 
     A detail coefficient's magnitude follows its parent's (same orientation, one level coarser, at
-    half the resolution): classes are the terciles of the upsampled parent magnitudes per frame and
-    band. Without a parent (LL and the coarsest details) every coefficient is class 0.
+    half the resolution): classes are the terciles, per frame and band, of the upsampled parent
+    magnitudes; with ``wide``, of the parent's 3 x 3 neighbourhood sum of magnitudes plus nine times
+    those of the coefficients at the same place in the level's orientations coded before (HL for LH,
+    HL and LH for HH), integers throughout. Where neither exists (LL; HL of the coarsest level)
+    every coefficient is class 0.
     """
-    if parent is None or not np.prod(shape):
+    parent = coded[index - 3] if index >= 4 else None
+    siblings = coded[1 + 3 * ((index - 1) // 3):index] if wide and index else []
+    if (parent is None and not siblings) or not np.prod(shape):
         return np.zeros(shape, np.int64)
-    up = np.abs(parent).repeat(2, axis=-2).repeat(2, axis=-1)[..., :shape[-2], :shape[-1]]
-    up = np.pad(up, ((0, 0), (0, 0), (0, shape[-2] - up.shape[-2]), (0, shape[-1] - up.shape[-1])), mode="edge")
-    low, high = np.quantile(up.reshape(shape[:2] + (-1,)), [1 / 3, 2 / 3], axis=-1)
-    return (up > low[..., None, None]).astype(np.int64) + (up > high[..., None, None])
+    magnitude = np.zeros(shape, np.int64)
+    if parent is not None:
+        parent = np.abs(parent)
+        if wide:
+            padded = np.pad(parent, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+            h, w = parent.shape[-2:]
+            parent = sum(padded[..., dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
+        magnitude += _fitted(parent.repeat(2, axis=-2).repeat(2, axis=-1), shape)
+    for sibling in siblings:
+        magnitude += 9 * _fitted(np.abs(sibling), shape)
+    low, high = np.quantile(magnitude.reshape(shape[:2] + (-1,)), [1 / 3, 2 / 3], axis=-1)
+    return (magnitude > low[..., None, None]).astype(np.int64) + (magnitude > high[..., None, None])
+
+
+def _fitted(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``values`` cut or edge-padded to ``shape``'s last two sizes."""
+    values = values[..., :shape[-2], :shape[-1]]
+    return np.pad(values, ((0, 0), (0, 0), (0, shape[-2] - values.shape[-2]), (0, shape[-1] - values.shape[-1])), mode="edge")
 
 
 def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -80,11 +101,6 @@ def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
 def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Per-coefficient Laplace scale bytes from (frames, bands, CONTEXTS) bytes and the context classes."""
     return np.take_along_axis(index, classes.reshape(classes.shape[:2] + (-1,)), axis=-1).reshape(classes.shape)
-
-
-def _parent(index: int, subbands: list[np.ndarray]) -> np.ndarray | None:
-    """The parent of subband ``index`` in :func:`wavelet.forward` order (three places earlier), if any."""
-    return subbands[index - 3] if index >= 4 else None
 
 
 def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -134,12 +150,15 @@ def _unpredict(errors: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np
     return subband
 
 
-def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bool = False) -> CodedSubbands:
+def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bool = False,
+                    wide_contexts: bool = False) -> CodedSubbands:
     """Code int64 ``subbands`` (the module docstring's steps; spectral prediction only if ``predict``).
 
     ``tabled`` codes the high parts with :func:`~numcodec_plugin.models.entropy_coding.encode_laplace_table`
-    (one law per scale byte, no per-symbol floor over the whole alphabet: ``klt-wavelet-v2``) instead of
-    :func:`~numcodec_plugin.models.entropy_coding.encode_laplace` (the error-bounded layer's formats)."""
+    (one law per scale byte, no per-symbol floor over the whole alphabet) instead of
+    :func:`~numcodec_plugin.models.entropy_coding.encode_laplace`; ``wide_contexts`` classes them by
+    their parent's neighbourhood and their siblings too (:func:`_contexts`). ``klt-wavelet-v2`` uses
+    both (each about 1 point of BD-rate at its low rates), the error-bounded layer neither."""
     shifts, highs, lows, scale_indexes, coefficient_indexes, sizes, sources, weights = [], [], [], [], [], [], [], []
     for i, coefficients in enumerate(subbands):
         if predict:
@@ -151,7 +170,7 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
         sources.append(source)
         weights.append(weight)
         shift, high, low = _split(band)
-        classes = _contexts(_parent(i, highs), high.shape)
+        classes = _contexts(i, highs, high.shape, wide_contexts)
         index = _scale_index(high, classes)
         shifts.append(shift)
         scale_indexes.append(index)
@@ -171,8 +190,9 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
                          encode_uniform(low_symbols, low_sizes) if low_symbols.size else b"")
 
 
-def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]], tabled: bool = False) -> list[np.ndarray]:
-    """Inverse of :func:`encode_subbands` (with the same ``tabled``), for subbands of the (frames, bands, y, x) ``shapes``."""
+def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]], tabled: bool = False,
+                    wide_contexts: bool = False) -> list[np.ndarray]:
+    """Inverse of :func:`encode_subbands` (with the same options), for subbands of the (frames, bands, y, x) ``shapes``."""
     expected = shapes[0][:2] + (len(shapes),)
     if any(a.shape != expected for a in (coded.shift, coded.predictor, coded.weight)) or \
             coded.scale_index.shape != expected + (CONTEXTS,):
@@ -180,7 +200,7 @@ def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]
     decoder = LaplaceTableDecoder(coded.high) if tabled else LaplaceDecoder(coded.high)
     high_parts: list[np.ndarray] = []
     for i, shape in enumerate(shapes):
-        index = _coefficient_index(coded.scale_index[..., i, :], _contexts(_parent(i, high_parts), shape))
+        index = _coefficient_index(coded.scale_index[..., i, :], _contexts(i, high_parts, shape, wide_contexts))
         high_parts.append(decoder.decode(index if tabled else laplace_scale(index)).astype(np.int64))
     sizes = [np.broadcast_to((1 << coded.shift[..., i].astype(np.int64))[..., None, None], s) for i, s in enumerate(shapes)]
     coded_low = np.concatenate([size[size > 1] for size in sizes])

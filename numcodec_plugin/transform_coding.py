@@ -13,7 +13,7 @@ wins, :func:`numcodec_plugin.engine.encode_many`). Per tile, the encoder:
    L2 norm of the subband's synthesis basis functions, so every subband adds the same distortion per
    unit of quantiser step): ``q = sign(c) floor(|c| / s + ROUNDING)``;
 4. codes the quantised subbands with :mod:`numcodec_plugin.subband_coding` (Laplace laws per context
-   class, tabled, no spectral prediction: the KLT already decorrelated the bands).
+   class (wide contexts), tabled, no spectral prediction: the KLT already decorrelated the bands).
 
 The decoder dequantises to ``sign(q) (|q| + RECONSTRUCTION) s``, inverts the wavelet and applies the
 basis and means, all in float64 one element-wise operation at a time in a fixed order: every machine
@@ -117,7 +117,7 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
     nonzero = np.flatnonzero(np.any([np.any(q[0] != 0, axis=(-2, -1)) for q in symbols], axis=0))
     kept = int(nonzero[-1]) + 1 if nonzero.size else 1
     symbols = [q[:, :kept] for q in symbols]
-    coded = encode_subbands(symbols, predict=False, tabled=True)
+    coded = encode_subbands(symbols, predict=False, tabled=True, wide_contexts=True)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: no zlib header and checksum (the chunk has a CRC)
     side = deflate.compress(coded.scale_index.tobytes() + coded.shift.tobytes()) + deflate.flush()
     data = (_HEADER.pack(index, bands, kept) + b"".join(signed_varint(int(m)) for m in means) + basis[:kept].tobytes()
@@ -155,5 +155,6 @@ def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.nda
     scale_index = np.frombuffer(side, np.uint8, int(np.prod(shape)) * CONTEXTS).reshape(shape + (CONTEXTS,))
     shift = np.frombuffer(side, np.uint8, offset=int(np.prod(shape)) * CONTEXTS).reshape(shape)
     coded = CodedSubbands(scale_index, shift, np.full(shape, NO_PREDICTOR, np.uint8), np.zeros(shape, np.int8), high, low)
-    symbols = decode_subbands(coded, [(1, kept) + s for s in wavelet.subband_shapes(*tile_shape, LEVELS)], tabled=True)
+    symbols = decode_subbands(coded, [(1, kept) + s for s in wavelet.subband_shapes(*tile_shape, LEVELS)], tabled=True,
+                             wide_contexts=True)
     return _reconstruct(symbols, index, means, basis, tile_shape), np.concatenate([q.reshape(-1) for q in symbols])
