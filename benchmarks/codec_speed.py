@@ -34,10 +34,11 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 
 from benchmarks import coders, metrics, reporting, sentinel2, timing  # noqa: E402
 from benchmarks.coders import Coder, TerraCodec  # noqa: E402
-from numcodec_plugin import bitstream, engine, lowpass, quality_range, spectral  # noqa: E402
+from numcodec_plugin import bitstream, engine, lowpass, quality_range, spectral, transform_coding  # noqa: E402
 from numcodec_plugin.models import entropy_coding  # noqa: E402
 from numcodec_plugin.models.gain_hyperprior import GainHyperpriorCoder  # noqa: E402
-from numcodec_plugin.models.registry import load_model, trained_quality_range  # noqa: E402
+from numcodec_plugin.models.transform_coder import TransformCoder  # noqa: E402
+from numcodec_plugin.models.registry import hybrid_members, load_model, trained_quality_range  # noqa: E402
 
 SPEED_HEADERS = ("Chunk", "Codec", "Setting", "bpp/band", "PSNR (dB, peak 10000)", "encode MB/s", "decode MB/s",
                  "encode vs J2K", "decode vs J2K", "rate vs J2K")
@@ -51,6 +52,10 @@ STAGES = (
     ("synthesis transform (g_s)", (GainHyperpriorCoder._synthesise,)),
     ("low-pass layer: fit / field", (lowpass.fit, lowpass.correction_field)),
     ("spectral layer: fit / map", (spectral.fit, spectral.apply)),
+    ("transform coder (klt-wavelet-v2): KLT, 9/7 wavelet, quantiser, subband coding",
+     (transform_coding.encode, transform_coding.decode)),
+    ("  of which tabled Laplace coding of the subbands",
+     (entropy_coding.encode_laplace_table, entropy_coding.LaplaceTableDecoder.decode)),
 )
 OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "coded correction bytes", "overhead bytes",
                     "overhead %")
@@ -146,7 +151,7 @@ def profiled_ms(task: object, repeats: int) -> dict[tuple[str, int, str], float]
 
 def stage_rows(chunk: np.ndarray, model: str | None, quality: float, threads: int, repeats: int) -> list[list[str]]:
     """Milliseconds per stage of one chunk's encode and decode, the rest, and the rate-matched JPEG 2000."""
-    if not isinstance(load_model(model, quality), GainHyperpriorCoder):
+    if not isinstance(load_model(model, quality), (GainHyperpriorCoder, TransformCoder)):
         return []
     settings = engine.EncodeSettings(model=model, quality=quality)
     data = engine.encode(chunk, settings)
@@ -157,10 +162,11 @@ def stage_rows(chunk: np.ndarray, model: str | None, quality: float, threads: in
     rest = list(totals)
     for label, functions in STAGES:
         spent = [sum(times.get(_key(f), 0.0) for f in functions) for times in (encode, decode)]
-        rest = [r - t for r, t in zip(rest, spent)]
+        if not label.startswith(" "):  # an indented stage is part of the one above
+            rest = [r - t for r, t in zip(rest, spent)]
         rows.append([label, *(f"{t:.1f}" if t else "-" for t in spent)])
     rows.append(["the rest (tiling, standardising, DC offsets, rounding, packing, checksums)", *(f"{r:.1f}" for r in rest)])
-    rows.append([f"**TerraCodec, quality {quality:g}**", *(f"**{t:.1f}**" for t in totals)])
+    rows.append([f"**TerraCodec ({model}), quality {quality:g}**", *(f"**{t:.1f}**" for t in totals)])
     anchor = coders.match_jpeg2k_rate(chunk, 8 * len(data), threads)
     anchor_timing = timing.measure(anchor, chunk, repeats)
     rows.append([f"JPEG 2000 {anchor.setting} ({threads} threads), same rate",
@@ -177,16 +183,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     speed = [row for chunk in chunks for row in speed_rows(chunk, args, qualities)]
     overhead = overhead_rows(sentinel2.centre_crop(image, 256), args.model, qualities)
     quality = coders.default_quality(args.model)
-    stages = stage_rows(sentinel2.centre_crop(image, 256), args.model, quality, args.threads, args.repeats)
+    stages = {member: stage_rows(sentinel2.centre_crop(image, 256), member, quality, args.threads, args.repeats)
+              for member in hybrid_members(args.model)}  # a hybrid encodes with each member, decodes with one
     sections = [
         f"Data: centred crops of {image.name}.",
         f"## Speed (median of {args.repeats} after a warm-up)\n\n" + reporting.markdown_table(SPEED_HEADERS, speed, 3),
         "## TerraCodec chunk overhead (all bytes but the tile streams and low-pass grids)\n\n"
         + reporting.markdown_table(OVERHEAD_HEADERS, overhead, 1),
     ]
-    if stages:
-        sections.append(f"## Where the time goes: one 12x256x256 chunk, default quality {quality:g} (mean of {args.repeats})\n\n"
-                        + reporting.markdown_table(STAGE_HEADERS, stages, 1))
+    for member, rows in stages.items():
+        if rows:
+            sections.append(f"## Where the time goes: one 12x256x256 chunk coded by {member}, default quality "
+                            f"{quality:g} (mean of {args.repeats})\n\n" + reporting.markdown_table(STAGE_HEADERS, rows, 1))
     text = reporting.report("Codec speed", "benchmarks/codec_speed.py", argv, args.threads, args.model, sections, args.note)
     reporting.publish(text, args.out, "codec_speed.md")
 

@@ -32,6 +32,7 @@ from numcodec_plugin.errors import BitstreamError, ConfigurationError, EntropyMo
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
 from numcodec_plugin.models.registry import (
     CLASSICAL_MODELS,
+    DEFAULT_MODEL,
     HYBRID_MODELS,
     check_quality,
     check_refinement,
@@ -155,6 +156,7 @@ def encode_many(arrays: list[np.ndarray], settings: EncodeSettings = EncodeSetti
     codes each chunk with each of its members whose range holds the quality asked for and keeps the coding of lowest
     ``lambda * D + R`` (:func:`_chunk_cost`; the members share their lambdas).
     """
+    settings = replace(settings, model=settings.model or DEFAULT_MODEL)  # the default may be a hybrid
     if settings.max_error is not None and settings.quality is None:
         trials = [encode_many(arrays, replace(settings, quality=q), device=device, batch_size=batch_size)
                   for q in bounded_quality_candidates(settings.model)]

@@ -31,6 +31,16 @@ def test_default_codec_uses_the_bundled_hybrid() -> None:
     assert quality_range() == (-3.0, 8.0) and trained_quality_range() == (1.0, 8.0)
 
 
+def test_the_engine_codes_with_the_hybrid_when_no_model_is_named(s2_scene: np.ndarray) -> None:
+    """No model named means the default hybrid, in the engine as in the codec configs: below the network's
+    lowest quality its transform coder codes; at quality 5 the chunk is one member's coding."""
+    x = np.ascontiguousarray(s2_scene[:, :256, :256])
+    assert bitstream.unpack(engine.encode(x, engine.EncodeSettings(quality=-2.0))).header.model_name == "klt-wavelet-v2"
+    data = engine.encode(x, engine.EncodeSettings(quality=5.0))
+    member = bitstream.unpack(data).header.model_name
+    assert data == engine.encode(x, engine.EncodeSettings(model=member, quality=5.0))
+
+
 def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:
     x = np.ascontiguousarray(s2_scene[:, 256:512, 256:512])
     lo, hi = quality_range()
