@@ -124,3 +124,17 @@ def test_bound_through_encoding_helper_and_convert(tmp_path: Path, s2_series: np
     source = xr.open_zarr(tmp_path / "src.zarr").reflectance.values.astype(int)
     assert np.abs(stored.reflectance.values.astype(int) - source).max() <= 7
     assert stored.attrs["terracodec"]["layout"]["codec"]["max_error"] == 7
+
+
+@pytest.mark.parametrize("quality", [5.0, -2.0, None])
+def test_the_default_hybrid_meets_the_bound_on_real_pixels(s2_scene: np.ndarray, quality: float | None) -> None:
+    """The default (tec-s2-hybrid-v2) under max_error: at a quality both members code, below the network's
+    range where only the transform coder does, and with the quality chosen per chunk: every value
+    within the bound, each chunk coded by one member (or by the residual coder alone)."""
+    x = np.ascontiguousarray(s2_scene[:, 100:228, 200:328])
+    data = engine.encode(x, engine.EncodeSettings(quality=quality, max_error=10))
+    assert np.abs(engine.decode(data).astype(np.int64) - x).max() <= 10
+    chunk = bitstream.unpack(data)
+    assert chunk.residual_only or chunk.header.model_name in ("tec-s2-gain-v3", "klt-wavelet-v2")
+    if quality == -2.0:
+        assert chunk.header.model_name == "klt-wavelet-v2"
