@@ -14,7 +14,9 @@ and the engine's symbol checksum then reports the corruption. The probability mo
 * hyper-latent ``z``: CompressAI's factorised ``EntropyBottleneck`` density, one categorical
   table per channel, taken from its integer CDF tables (built on CPU by ``update()``), each
   channel's symbols coded against its table in one call;
-* residuals of the error-bounded layer: zero-mean discretised Laplace laws, plus uniform low bits.
+* residuals of the error-bounded layer: zero-mean discretised Laplace laws, plus uniform low bits;
+* subbands of ``klt-wavelet-v2``: the same Laplace laws, tabled: one categorical law per scale byte,
+  the symbols of each byte coded together (:func:`encode_laplace_table`), as format 4 does for latents.
 """
 
 from __future__ import annotations
