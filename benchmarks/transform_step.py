@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import coders, metrics, reporting  # noqa: E402
-from benchmarks.rd_benchmark import add_data_arguments, load_tiles  # noqa: E402
+from benchmarks.rd_benchmark import add_data_arguments, load_tiles, rate_point  # noqa: E402
 from numcodec_plugin import transform_coding  # noqa: E402
 from numcodec_plugin.models.gain_hyperprior import lambda_at  # noqa: E402
 from numcodec_plugin.models.transform_coder import LAMBDAS, LOWEST_QUALITY, STEP_PER_ROOT_LAMBDA  # noqa: E402
@@ -60,15 +60,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     f"{STEP_PER_ROOT_LAMBDA / math.sqrt(lam):.0f}"])
     bd_rows = []
     for anchor in (coders.Jpeg2000, coders.KltJpeg2000):
-        sweep = []
-        for level in LEVELS:
-            coder = anchor(level=level, threads=2)
-            results = []
-            for tile in tiles:
-                streams = coder.encode(tile.data)
-                results.append(metrics.evaluate(tile.data, coder.decode(streams), coders.coded_bits(streams)))
-            sweep.append(metrics.aggregate(coder.family, coder.setting, results))
-        bd = metrics.bd_rate(points, sweep)
+        bd = metrics.bd_rate(points, [rate_point(anchor(level=level, threads=2), tiles) for level in LEVELS])
         interval = f"{bd.psnr_range[0]:.1f}-{bd.psnr_range[1]:.1f}" if bd.psnr_range else "no overlap"
         bd_rows.append([anchor.family, "-" if bd.percent is None else f"{bd.percent:+.1f} %", interval])
     sections = [

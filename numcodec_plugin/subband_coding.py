@@ -158,7 +158,7 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
     (one law per scale byte, no per-symbol floor over the whole alphabet) instead of
     :func:`~numcodec_plugin.models.entropy_coding.encode_laplace`; ``wide_contexts`` classes them by
     their parent's neighbourhood and their siblings too (:func:`_contexts`). ``klt-wavelet-v2`` uses
-    both (worth about 26 and 1 points of its BD-rate against JPEG 2000, docs/model-card.md), the
+    both (about 26 and 1 points of its BD-rate against JPEG 2000 in the model card's development history), the
     error-bounded layer neither (its chunk formats predate them)."""
     shifts, highs, lows, scale_indexes, coefficient_indexes, sizes, sources, weights = [], [], [], [], [], [], [], []
     for i, coefficients in enumerate(subbands):

@@ -8,7 +8,7 @@ wins, :func:`numcodec_plugin.engine.encode_many`). Per tile, the encoder:
    pixels), the basis stored as int8 rows (``BASIS_SCALE`` steps); the components are the inverse of
    that stored basis applied to the centred bands;
 2. transforms each component with ``LEVELS`` levels of the irreversible 9/7 wavelet
-   (:mod:`numcodec_plugin.wavelet`; about 7% fewer bits than the 5/3 at equal PSNR on the validation tiles);
+   (:mod:`numcodec_plugin.wavelet`; it compacts smooth imagery better than the 5/3, docs/model-card.md);
 3. quantises each subband with a dead-zone quantiser of step ``s = max(1, step / norm)`` (``norm``: the
    L2 norm of the subband's synthesis basis functions, so every subband adds the same distortion per
    unit of quantiser step): ``q = sign(c) floor(|c| / s + ROUNDING)``;

@@ -101,7 +101,7 @@ def hybrid_members(model: str | None = None, quality: float | None = None) -> tu
     members = HYBRID_MODELS[name]
     if quality is None:
         return members
-    return tuple(m for m in members if quality_range(m)[0] <= quality <= quality_range(m)[1]) or members
+    return tuple(m for m in members if quality_range(m)[0] <= quality <= quality_range(m)[1])
 
 
 def _bundled_path(name: str) -> Path:

@@ -10,7 +10,7 @@ engine hands it tiles in DN.
 Quality means what it means for the bundled network: the same lambda per quality
 (:func:`~numcodec_plugin.models.gain_hyperprior.lambda_at` of the training lambdas), and the
 quantiser step that minimises ``lambda * D + R`` at that lambda, ``STEP_PER_ROOT_LAMBDA / sqrt(lambda)``
-(``benchmarks/transform_step.py`` measures it on the validation split: 29k-41k at qualities -1..8).
+(``benchmarks/transform_step.py`` measures it; on training files 26k-41k at qualities -3..8).
 The hybrid model ``tec-s2-hybrid-v2`` codes each chunk with the bundled network and with this coder
 and keeps the cheaper (:func:`numcodec_plugin.engine.encode_many`).
 
