@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numcodec_plugin import _kernels
 from numcodec_plugin.lowpass import DN_PER_REFLECTANCE_SQUARED
 from numcodec_plugin.models.entropy_coding import (
     decode_laplace_rows,
@@ -71,19 +72,21 @@ def _whole_dn(reconstruction: np.ndarray) -> np.ndarray:
     return np.clip(rounded, -VALUE_LIMIT, VALUE_LIMIT, out=rounded)
 
 
-def _mapped(rounded: np.ndarray, weights: np.ndarray, offsets: np.ndarray, step_log2: int,
-            centre: np.ndarray) -> np.ndarray:
-    """``R - rint(K (R - c) / 2**a) - b`` on (bands, ...) whole-DN ``rounded``, exact in float64."""
-    bands = rounded.shape[0]
-    centred = rounded.reshape(bands, -1) - centre[:, None]
-    correction = np.rint((weights @ centred) * 2.0 ** -step_log2) + offsets[:, None]
-    return rounded - correction.reshape(rounded.shape)
-
-
 def apply(correction: SpectralCorrection, reconstruction: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """The (bands, th, tw) reconstruction (DN) after ``correction``: whole DN, float64."""
+    """The (bands, th, tw) reconstruction (DN) after ``correction``: whole DN, float64.
+
+    ``R - rint(K (R - c) / 2**a) - b`` with ``R`` the reconstruction rounded to whole DN and clipped to
+    +-VALUE_LIMIT, one pixel at a time (compiled: :func:`numcodec_plugin._kernels.spectral_map`);
+    whole numbers throughout, so exact in float64."""
     weights, offsets = correction.coefficients(reconstruction.shape[0])
-    return _mapped(_whole_dn(reconstruction), weights, offsets, correction.step_log2, centre)
+    return _kernels.spectral_map(_floats(reconstruction), np.ascontiguousarray(weights),
+                                 np.ascontiguousarray(offsets), 2.0 ** -correction.step_log2,
+                                 np.ascontiguousarray(centre, np.float64), float(VALUE_LIMIT))
+
+
+def _floats(values: np.ndarray) -> np.ndarray:
+    """``values`` as C-contiguous float32 or float64 (as they are if they are either)."""
+    return np.ascontiguousarray(values, values.dtype if values.dtype in (np.float32, np.float64) else np.float64)
 
 
 def fit(reconstruction: np.ndarray, original: np.ndarray, valid: np.ndarray, centre: np.ndarray,

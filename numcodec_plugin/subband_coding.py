@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from numcodec_plugin import _kernels
 from numcodec_plugin.errors import EntropyModelMismatchError
 from numcodec_plugin.models.entropy_coding import (
     LaplaceDecoder,
@@ -53,54 +54,43 @@ CONTEXTS = 3  # classes of a detail coefficient by the magnitude of its parent
 
 
 def _contexts(index: int, coded: list[np.ndarray], shape: tuple[int, ...], wide: bool) -> np.ndarray:
-    """(frames, bands, y, x) context class of each coefficient of subband ``index``, of ``shape``, from
-    the subbands ``coded`` before it.
+    """(frames, bands, y, x) uint8 context class of each coefficient of subband ``index``, of ``shape``,
+    from the subbands ``coded`` before it.
 
     A detail coefficient's magnitude follows its parent's (same orientation, one level coarser, at
-    half the resolution): classes are the terciles, per frame and band, of the upsampled parent
-    magnitudes; with ``wide``, of the parent's 3 x 3 neighbourhood sum of magnitudes plus nine times
-    those of the coefficients at the same place in the level's orientations coded before (HL for LH,
-    HL and LH for HH), integers throughout. Where neither exists (LL; HL of the coarsest level)
-    every coefficient is class 0.
+    half the resolution): classes are the terciles (``np.quantile``'s), per frame and band, of the
+    upsampled parent magnitudes; with ``wide``, of the parent's 3 x 3 neighbourhood sum of magnitudes
+    plus nine times those of the coefficients at the same place in the level's orientations coded
+    before (HL for LH, HL and LH for HH), integers throughout (compiled:
+    :func:`numcodec_plugin._kernels.context_classes`). Where neither exists (LL; HL of the coarsest
+    level) every coefficient is class 0.
     """
     parent = coded[index - 3] if index >= 4 else None
     siblings = coded[1 + 3 * ((index - 1) // 3):index] if wide and index else []
     if (parent is None and not siblings) or not np.prod(shape):
-        return np.zeros(shape, np.int64)
-    magnitude = np.zeros(shape, np.int64)
-    if parent is not None:
-        parent = np.abs(parent)
-        if wide:
-            padded = np.pad(parent, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
-            h, w = parent.shape[-2:]
-            parent = sum(padded[..., dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3))
-        magnitude += _fitted(parent.repeat(2, axis=-2).repeat(2, axis=-1), shape)
-    for sibling in siblings:
-        magnitude += 9 * _fitted(np.abs(sibling), shape)
-    low, high = np.quantile(magnitude.reshape(shape[:2] + (-1,)), [1 / 3, 2 / 3], axis=-1)
-    return (magnitude > low[..., None, None]).astype(np.int64) + (magnitude > high[..., None, None])
+        return np.zeros(shape, np.uint8)
+    planes = [_planes(band) for band in ([] if parent is None else [parent]) + siblings]
+    classes = _kernels.context_classes(planes[0] if parent is not None else None,
+                                       planes[1:] if parent is not None else planes, shape[-2], shape[-1], wide)
+    return classes.reshape(shape)
 
 
-def _fitted(values: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """``values`` cut or edge-padded to ``shape``'s last two sizes."""
-    values = values[..., :shape[-2], :shape[-1]]
-    return np.pad(values, ((0, 0), (0, 0), (0, shape[-2] - values.shape[-2]), (0, shape[-1] - values.shape[-1])), mode="edge")
+def _planes(band: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+    """A (frames, bands, y, x) subband (or its classes) as C-contiguous (frames * bands, y, x) planes."""
+    return np.ascontiguousarray(band.reshape((int(np.prod(band.shape[:-2])),) + band.shape[-2:]), dtype)
 
 
 def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """(frames, bands, CONTEXTS) byte indexes of the Laplace scales of one subband's high parts."""
-    index = np.zeros(band.shape[:2] + (CONTEXTS,), np.uint8)
-    for k in range(CONTEXTS):
-        members = classes == k
-        count = members.sum(axis=(-2, -1))
-        mean_abs = np.where(members, np.abs(band), 0).sum(axis=(-2, -1)) / np.maximum(count, 1)
-        index[..., k] = laplace_scale_index(mean_abs)
-    return index
+    sums, counts = _kernels.class_magnitudes(_planes(band), _planes(classes, np.uint8), CONTEXTS)
+    mean_abs = sums / np.maximum(counts, 1)
+    return laplace_scale_index(mean_abs).reshape(band.shape[:2] + (CONTEXTS,))
 
 
 def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Per-coefficient Laplace scale bytes from (frames, bands, CONTEXTS) bytes and the context classes."""
-    return np.take_along_axis(index, classes.reshape(classes.shape[:2] + (-1,)), axis=-1).reshape(classes.shape)
+    table = np.ascontiguousarray(index.reshape(-1, CONTEXTS), np.uint8)
+    return _kernels.class_entries(table, _planes(classes, np.uint8)).reshape(classes.shape)
 
 
 def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

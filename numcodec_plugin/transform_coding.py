@@ -17,7 +17,7 @@ wins, :func:`numcodec_plugin.engine.encode_many`). Per tile, the encoder:
 
 The decoder dequantises to ``sign(q) (|q| + RECONSTRUCTION) s``, inverts the wavelet and applies the
 basis and means, all in float64 one element-wise operation at a time in a fixed order: every machine
-computes the same values.
+computes the same values. The loops over elements are compiled (:mod:`numcodec_plugin._kernels`).
 
 Only the components up to the last one with a non-zero coefficient are coded (at low rates the
 weak ones quantise to nothing, and their basis rows would be most of the stream).
@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from numcodec_plugin import wavelet
+from numcodec_plugin import _kernels, wavelet
 from numcodec_plugin.bitstream import Reader, signed_varint, varint
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.subband_coding import CONTEXTS, NO_PREDICTOR, CodedSubbands, decode_subbands, encode_subbands
@@ -90,18 +90,14 @@ def _basis(dn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _synthesise(components: np.ndarray, means: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """Bands = stored basis (columns: components) applied to the components, plus the means: float64,
-    one multiply-add per component in order, the same bits on any machine."""
-    weights = basis.astype(np.float64) / BASIS_SCALE  # (components, bands)
-    bands = np.empty((len(means),) + components.shape[-2:])
-    bands[:] = means.astype(np.float64)[:, None, None]
-    for k in range(components.shape[0]):
-        bands += weights[k][:, None, None] * components[k]
-    return bands
+    one multiply and one add per component in order, the same bits on any machine; stored as float32."""
+    weights = np.ascontiguousarray(basis, np.float64) / BASIS_SCALE  # (components, bands)
+    return _kernels.synthesise(np.ascontiguousarray(components), np.ascontiguousarray(means, np.int64), weights)
 
 
 def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
     """Code a (bands, h, w) tile of DN (float) at quantiser step ``step`` DN; returns the stream, the
-    quantised coefficients' symbols (for the tile's checksum) and the decoder's reconstruction (float64 DN)."""
+    quantised coefficients' symbols (for the tile's checksum) and the decoder's reconstruction (float32 DN)."""
     bands, height, width = dn.shape
     means, basis = _basis(dn)
     index = step_index(step)
@@ -112,7 +108,7 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
         basis = (np.eye(bands) * BASIS_SCALE).astype(np.int8)
         components = centred
     subbands = wavelet.forward(components.reshape(1, bands, height, width), LEVELS, irreversible=True)
-    symbols = [(np.sign(c) * np.floor(np.abs(c) / s + ROUNDING)).astype(np.int64)
+    symbols = [_kernels.quantise(c[0], s, ROUNDING)[None]
                for c, s in zip(subbands, _subband_steps(step_size(index), height, width))]
     nonzero = np.flatnonzero(np.any([np.any(q[0] != 0, axis=(-2, -1)) for q in symbols], axis=0))
     kept = int(nonzero[-1]) + 1 if nonzero.size else 1
@@ -128,14 +124,14 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
 
 def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis: np.ndarray,
                  tile_shape: tuple[int, int]) -> np.ndarray:
-    """The tile (float64 DN) of the quantised subbands of the kept components, their basis rows and the means."""
+    """The tile (float32 DN) of the quantised subbands of the kept components, their basis rows and the means."""
     steps = _subband_steps(step_size(index), *tile_shape)
-    subbands = [np.sign(q) * (np.abs(q) + RECONSTRUCTION) * s for q, s in zip(symbols, steps)]
+    subbands = [_kernels.dequantise(np.ascontiguousarray(q[0]), s, RECONSTRUCTION)[None] for q, s in zip(symbols, steps)]
     return _synthesise(wavelet.inverse(subbands, LEVELS, irreversible=True)[0], means, basis)
 
 
 def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode`: the (bands, h, w) float64 reconstruction (DN) and the symbols."""
+    """Inverse of :func:`encode`: the (bands, h, w) float32 reconstruction (DN) and the symbols."""
     r = Reader(memoryview(data))
     index, stored_bands, kept = r.unpack(_HEADER, "transform-coded tile header")
     if stored_bands != bands or not 1 <= kept <= bands:

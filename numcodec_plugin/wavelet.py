@@ -5,18 +5,18 @@ The error-bounded layer decorrelates its quantised residual with the 5/3: the re
 reconstruction is spatially smooth where the network missed low frequencies, and white where it
 missed texture; the subbands separate the two, and integer lifting is exactly invertible for any
 length, odd ones included. The transform coder (:mod:`numcodec_plugin.transform_coding`) codes with
-the 9/7, which compacts smooth imagery better at a given distortion; it computes in float64 with
-one element-wise operation at a time in a fixed order, so every machine computes the same bits.
+the 9/7, which compacts smooth imagery better at a given distortion; its lifting is compiled
+(:func:`numcodec_plugin._kernels.forward97`) and computes in float64 with one IEEE operation at a
+time in a fixed order, so every machine computes the same bits.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from numcodec_plugin import _kernels
+
 MAX_LEVELS = 3
-#: lifting steps of the 9/7 (predict, update, predict, update) and its scaling of the two halves
-_CDF97_STEPS = (-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971)
-_CDF97_SCALE = 1.230174104914001
 
 
 def levels_for(height: int, width: int) -> int:
@@ -57,56 +57,47 @@ def _neighbour_sums(odd: np.ndarray, even_count: int, axis: int) -> np.ndarray:
     return out
 
 
-def _forward_1d(x: np.ndarray, irreversible: bool, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``axis`` into low (even) and high (odd) coefficients."""
+def _forward_1d(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``axis`` into low (even) and high (odd) coefficients of the 5/3."""
     even, odd = x[_cut(x.ndim, axis, 0, None, 2)], x[_cut(x.ndim, axis, 1, None, 2)]
     if not odd.shape[axis]:
         return even, odd
-    if not irreversible:
-        high = odd - (_pair_sums(even, odd.shape[axis], axis) >> 1)
-        return even + ((_neighbour_sums(high, even.shape[axis], axis) + 2) >> 2), high
-    low, high = even.astype(np.float64), odd.astype(np.float64)  # copies, lifted in place
-    for predict, update in zip(_CDF97_STEPS[0::2], _CDF97_STEPS[1::2]):
-        sums = _pair_sums(low, high.shape[axis], axis)
-        sums *= predict
-        high += sums
-        sums = _neighbour_sums(high, low.shape[axis], axis)
-        sums *= update
-        low += sums
-    low /= _CDF97_SCALE
-    high *= _CDF97_SCALE
-    return low, high
+    high = odd - (_pair_sums(even, odd.shape[axis], axis) >> 1)
+    return even + ((_neighbour_sums(high, even.shape[axis], axis) + 2) >> 2), high
 
 
-def _inverse_1d(low: np.ndarray, high: np.ndarray, irreversible: bool, axis: int) -> np.ndarray:
+def _inverse_1d(low: np.ndarray, high: np.ndarray, axis: int) -> np.ndarray:
     if not high.shape[axis]:
         even, odd = low, high
-    elif not irreversible:
+    else:
         even = low - ((_neighbour_sums(high, low.shape[axis], axis) + 2) >> 2)
         odd = high + (_pair_sums(even, high.shape[axis], axis) >> 1)
-    else:
-        even, odd = low * _CDF97_SCALE, high / _CDF97_SCALE
-        for predict, update in zip(_CDF97_STEPS[-2::-2], _CDF97_STEPS[::-2]):
-            sums = _neighbour_sums(odd, even.shape[axis], axis)
-            sums *= update
-            even -= sums
-            sums = _pair_sums(even, odd.shape[axis], axis)
-            sums *= predict
-            odd -= sums
     out = _sized(low, axis, low.shape[axis] + high.shape[axis], np.result_type(even, odd))
     out[_cut(out.ndim, axis, 0, None, 2)], out[_cut(out.ndim, axis, 1, None, 2)] = even, odd
     return out
+
+
+def _planes(image: np.ndarray) -> np.ndarray:
+    """(..., y, x) ``image`` as C-contiguous float64 (planes, y, x), the layout of the compiled 9/7."""
+    return np.ascontiguousarray(image.reshape((int(np.prod(image.shape[:-2])),) + image.shape[-2:]), np.float64)
 
 
 def forward(image: np.ndarray, levels: int, irreversible: bool = False) -> list[np.ndarray]:
     """Subbands ``[LL, (HL, LH, HH) of the coarsest level, ..., of the finest]`` of ``image``: int64
     by the 5/3, or float64 by the 9/7 where ``irreversible``."""
     details: list[np.ndarray] = []
-    low = image.astype(np.float64 if irreversible else np.int64)
+    if irreversible:
+        low = _planes(image)
+        for _ in range(levels):
+            ll, hl, lh, hh = _kernels.forward97(low)
+            details = [hl, lh, hh] + details
+            low = ll
+        return [band.reshape(image.shape[:-2] + band.shape[-2:]) for band in [low] + details]
+    low = image.astype(np.int64)
     for _ in range(levels):
-        rows_low, rows_high = _forward_1d(low, irreversible, -1)
-        ll, lh = _forward_1d(rows_low, irreversible, -2)
-        hl, hh = _forward_1d(rows_high, irreversible, -2)
+        rows_low, rows_high = _forward_1d(low, -1)
+        ll, lh = _forward_1d(rows_low, -2)
+        hl, hh = _forward_1d(rows_high, -2)
         details = [hl, lh, hh] + details
         low = ll
     return [low] + details
@@ -115,11 +106,18 @@ def forward(image: np.ndarray, levels: int, irreversible: bool = False) -> list[
 def inverse(subbands: list[np.ndarray], levels: int, irreversible: bool = False) -> np.ndarray:
     """Inverse of :func:`forward` (exact for the 5/3; to float64 rounding for the 9/7)."""
     low = subbands[0]
+    if irreversible:
+        leading = low.shape[:-2]
+        planes = [_planes(band) for band in subbands]
+        low = planes[0]
+        for level in range(levels):
+            low = _kernels.inverse97(low, *planes[1 + 3 * level: 4 + 3 * level])
+        return low.reshape(leading + low.shape[-2:])
     for level in range(levels):
         hl, lh, hh = subbands[1 + 3 * level: 4 + 3 * level]
-        rows_low = _inverse_1d(low, lh, irreversible, -2)
-        rows_high = _inverse_1d(hl, hh, irreversible, -2)
-        low = _inverse_1d(rows_low, rows_high, irreversible, -1)
+        rows_low = _inverse_1d(low, lh, -2)
+        rows_high = _inverse_1d(hl, hh, -2)
+        low = _inverse_1d(rows_low, rows_high, -1)
     return low
 
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
+from numcodec_plugin._kernels import group_by_entry, grouped_bins, grouped_values
 from numcodec_plugin.errors import BitstreamError
 
 #: latent symbols are clipped to +-LATENT_LIMIT (far beyond the values the models produce); every
@@ -183,6 +184,15 @@ class ScaleTable:
         return _pop_grouped(coder, self.entries(scales), self.radii, self.laws.__getitem__, LATENT_LIMIT).reshape(scales.shape)
 
 
+def _grouped(entries: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The raster positions of uint8 ``entries`` sorted by entry (stable) and the count of each entry
+    of the table of ``radii`` (a compiled counting sort: :func:`numcodec_plugin._kernels.group_by_entry`)."""
+    order, counts = group_by_entry(np.ascontiguousarray(entries, np.uint8))
+    if counts[len(radii):].any():
+        raise ValueError(f"entries beyond the {len(radii)} of the table")
+    return order, counts[:len(radii)]
+
+
 def _push_grouped(coder: constriction.stream.stack.AnsCoder, values: np.ndarray, entries: np.ndarray,
                   radii: np.ndarray, law: Callable[[int], object], limit: int) -> None:
     """Push integer ``values`` onto the ANS stack ``coder``, each under the categorical ``law(entry)`` of its
@@ -191,14 +201,10 @@ def _push_grouped(coder: constriction.stream.stack.AnsCoder, values: np.ndarray,
     :func:`_pop_grouped` reads them back in this order: entry by entry from the smallest up, in raster
     order within one (one coder call per entry, which is what makes it fast); then the escaped values
     under a uniform law over ``[-limit, limit]``."""
-    order = np.argsort(entries, kind="stable")  # a radix sort for uint8 keys
-    counts = np.bincount(entries, minlength=len(radii))
-    values = values[order].astype(np.int64)
-    radius = np.repeat(radii, counts)
-    escaped = np.abs(values) > radius
-    indices = np.where(escaped, 2 * radius + 1, values + radius).astype(np.int32)
-    if escaped.any():
-        outliers = values[escaped] + limit
+    order, counts = _grouped(entries, radii)
+    indices, escaped = grouped_bins(np.ascontiguousarray(values, np.int64), order, counts, radii)
+    if escaped.size:
+        outliers = escaped + limit
         coder.encode_reverse(outliers.astype(np.int32), _UNIFORM, np.full(outliers.size, 2 * limit + 1, np.int32))
     ends = np.cumsum(counts)
     for entry in reversed(np.flatnonzero(counts)):
@@ -208,19 +214,14 @@ def _push_grouped(coder: constriction.stream.stack.AnsCoder, values: np.ndarray,
 def _pop_grouped(coder: constriction.stream.stack.AnsCoder, entries: np.ndarray, radii: np.ndarray,
                  law: Callable[[int], object], limit: int) -> np.ndarray:
     """Inverse of :func:`_push_grouped`: the int32 values of ``entries`` (flat), in raster order."""
-    order = np.argsort(entries, kind="stable")
-    counts = np.bincount(entries, minlength=len(radii))
-    radius = np.repeat(radii, counts)
+    order, counts = _grouped(entries, radii)
     with _stream_errors():
         pieces = [coder.decode(law(int(entry)), int(counts[entry])) for entry in np.flatnonzero(counts)]
-        indices = np.concatenate(pieces).astype(np.int64) if pieces else np.zeros(0, np.int64)
-        values = indices - radius
-        escaped = indices == 2 * radius + 1
-        if escaped.any():
-            sizes = np.full(int(escaped.sum()), 2 * limit + 1, np.int32)
-            values[escaped] = coder.decode(_UNIFORM, sizes).astype(np.int64) - limit
-    symbols = np.empty(entries.size, np.int32)
-    symbols[order] = values
+        indices = np.concatenate(pieces).astype(np.int32) if pieces else np.zeros(0, np.int32)
+        symbols, escaped = grouped_values(indices, counts, radii, order)
+        if escaped.size:
+            sizes = np.full(escaped.size, 2 * limit + 1, np.int32)
+            symbols[escaped] = coder.decode(_UNIFORM, sizes).astype(np.int64) - limit
     return symbols
 
 

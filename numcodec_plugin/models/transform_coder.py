@@ -74,7 +74,7 @@ class TransformCoder:
 
         def code(tile: np.ndarray) -> tuple[CodedTile, np.ndarray]:
             data, symbols, reconstruction = transform_coding.encode(tile, step)
-            return CodedTile((data,), symbol_checksum(symbols)), reconstruction.astype(np.float32)
+            return CodedTile((data,), symbol_checksum(symbols)), reconstruction
 
         coded = map_tiles(code, list(x.detach().cpu().double().numpy()))
         return [tile for tile, _ in coded], torch.from_numpy(np.stack([r for _, r in coded]))
@@ -85,7 +85,7 @@ class TransformCoder:
 
         def decode(tile_streams: tuple[bytes, ...]) -> tuple[np.ndarray, int]:
             reconstruction, symbols = transform_coding.decode(tile_streams[0], bands, tile_shape)
-            return reconstruction.astype(np.float32), symbol_checksum(symbols)
+            return reconstruction, symbol_checksum(symbols)
 
         decoded = map_tiles(decode, streams)
         return torch.from_numpy(np.stack([r for r, _ in decoded])), [c for _, c in decoded]

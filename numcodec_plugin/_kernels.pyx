@@ -1,0 +1,527 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True, initializedcheck=False
+"""Compiled inner loops of the transform coder (:mod:`numcodec_plugin.transform_coding`).
+
+Each function computes exactly what the numpy expression in its docstring computes, element by
+element in the same order of IEEE operations (the extension is compiled without floating-point
+contraction, ``setup.py``), so the bytes a chunk decodes to do not depend on this module being
+compiled or on the machine: the release fixtures (``tests/data/release``) pin them. It exists only
+for speed: the numpy versions made a 12 x 256 x 256 tile cost 4-10 numpy passes per element.
+"""
+
+import numpy as np
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.math cimport fabs, floor, rint
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+from libcpp.algorithm cimport nth_element
+
+cnp.import_array()
+
+#: lifting steps of the irreversible 9/7 (predict, update, predict, update) and its scaling of the two halves
+CDF97_STEPS = (-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971)
+CDF97_SCALE = 1.230174104914001
+cdef double[4] _STEPS = [-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971]
+cdef double _SCALE = 1.230174104914001
+cdef enum:
+    _BLOCK = 512
+    _SPECTRAL_BLOCK = 256
+
+
+cdef inline Py_ssize_t _min(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a < b else b
+
+
+cdef inline Py_ssize_t _max(Py_ssize_t a, Py_ssize_t b) noexcept nogil:
+    return a if a > b else b
+
+
+cdef void _predict(double* low, double* high, Py_ssize_t ne, Py_ssize_t no, Py_ssize_t length,
+                   Py_ssize_t stride, double weight, int sign) noexcept nogil:
+    """high[n] +/-= (low[n] + low[min(n + 1, ne - 1)]) * weight for the ``no`` odd samples (vectors of ``length``)."""
+    cdef Py_ssize_t n, j, inner = _min(no, ne - 1)
+    cdef double* a
+    cdef double* b
+    cdef double* h
+    if length == 1 and stride == 1:  # one contiguous line: a loop the compiler vectorises
+        if sign > 0:
+            for n in range(inner):
+                high[n] = high[n] + (low[n] + low[n + 1]) * weight
+        else:
+            for n in range(inner):
+                high[n] = high[n] - (low[n] + low[n + 1]) * weight
+        if inner < no:
+            n = no - 1
+            high[n] = high[n] + (low[ne - 1] + low[ne - 1]) * weight if sign > 0 else high[n] - (low[ne - 1] + low[ne - 1]) * weight
+        return
+    for n in range(no):
+        a = low + n * stride
+        b = low + _min(n + 1, ne - 1) * stride
+        h = high + n * stride
+        if sign > 0:
+            for j in range(length):
+                h[j] = h[j] + (a[j] + b[j]) * weight
+        else:
+            for j in range(length):
+                h[j] = h[j] - (a[j] + b[j]) * weight
+
+
+cdef void _update(double* low, double* high, Py_ssize_t ne, Py_ssize_t no, Py_ssize_t length,
+                  Py_ssize_t stride, double weight, int sign) noexcept nogil:
+    """low[n] +/-= (high[max(n - 1, 0)] + high[min(n, no - 1)]) * weight for the ``ne`` even samples."""
+    cdef Py_ssize_t n, j
+    cdef double* a
+    cdef double* b
+    cdef double* e
+    if length == 1 and stride == 1:
+        low[0] = low[0] + (high[0] + high[0]) * weight if sign > 0 else low[0] - (high[0] + high[0]) * weight
+        if sign > 0:
+            for n in range(1, no):
+                low[n] = low[n] + (high[n - 1] + high[n]) * weight
+        else:
+            for n in range(1, no):
+                low[n] = low[n] - (high[n - 1] + high[n]) * weight
+        if ne > no:
+            n = ne - 1
+            low[n] = low[n] + (high[no - 1] + high[no - 1]) * weight if sign > 0 else low[n] - (high[no - 1] + high[no - 1]) * weight
+        return
+    for n in range(ne):
+        a = high + _max(n - 1, 0) * stride
+        b = high + _min(n, no - 1) * stride
+        e = low + n * stride
+        if sign > 0:
+            for j in range(length):
+                e[j] = e[j] + (a[j] + b[j]) * weight
+        else:
+            for j in range(length):
+                e[j] = e[j] - (a[j] + b[j]) * weight
+
+
+cdef void _lift_forward(double* low, double* high, Py_ssize_t ne, Py_ssize_t no, Py_ssize_t length,
+                        Py_ssize_t stride) noexcept nogil:
+    """The 9/7 analysis of one line of ``ne`` even (``low``) and ``no`` odd (``high``) samples, in place:
+    ``wavelet._forward_1d``'s lifting, mirrored at both ends; a line of one sample is left as it is."""
+    cdef Py_ssize_t j
+    if no == 0:
+        return
+    for j in range(2):
+        _predict(low, high, ne, no, length, stride, _STEPS[2 * j], 1)
+        _update(low, high, ne, no, length, stride, _STEPS[2 * j + 1], 1)
+    for j in range(ne):
+        _scale_line(low + j * stride, length, 0)
+    for j in range(no):
+        _scale_line(high + j * stride, length, 1)
+
+
+cdef void _lift_inverse(double* low, double* high, Py_ssize_t ne, Py_ssize_t no, Py_ssize_t length,
+                        Py_ssize_t stride) noexcept nogil:
+    """Inverse of :func:`_lift_forward`, in place."""
+    cdef Py_ssize_t j
+    if no == 0:
+        return
+    for j in range(ne):
+        _scale_line(low + j * stride, length, 1)
+    for j in range(no):
+        _scale_line(high + j * stride, length, 0)
+    for j in range(1, -1, -1):
+        _update(low, high, ne, no, length, stride, _STEPS[2 * j + 1], -1)
+        _predict(low, high, ne, no, length, stride, _STEPS[2 * j], -1)
+
+
+cdef inline void _scale_line(double* x, Py_ssize_t length, int up) noexcept nogil:
+    """x *= CDF97_SCALE (``up``) or x /= CDF97_SCALE."""
+    cdef Py_ssize_t j
+    if up:
+        for j in range(length):
+            x[j] = x[j] * _SCALE
+    else:
+        for j in range(length):
+            x[j] = x[j] / _SCALE
+
+
+def forward97(const double[:, :, ::1] image):
+    """One level of the 9/7 analysis of (planes, y, x) ``image``: ``(ll, hl, lh, hh)``, as
+    ``wavelet.forward`` names them (rows split first, then the columns of each half). One plane at a
+    time, through scratch rows the size of one plane, so the work stays in the cache."""
+    cdef Py_ssize_t planes = image.shape[0], height = image.shape[1], width = image.shape[2]
+    cdef Py_ssize_t ew = (width + 1) // 2, ow = width // 2, eh = (height + 1) // 2, oh = height // 2
+    ll, lh = np.empty((planes, eh, ew)), np.empty((planes, oh, ew))
+    hl, hh = np.empty((planes, eh, ow)), np.empty((planes, oh, ow))
+    cdef double[:, :, ::1] ll_, lh_ = lh, hl_ = hl, hh_ = hh
+    ll_ = ll
+    cdef double[:, ::1] rows_low = np.empty((height, ew))
+    cdef double[:, ::1] rows_high = np.empty((height, ow))
+    cdef Py_ssize_t k, y, x
+    if height == 0 or width == 0:
+        return ll, hl, lh, hh
+    with nogil:
+        for k in range(planes):
+            for y in range(height):
+                for x in range(ew):
+                    rows_low[y, x] = image[k, y, 2 * x]
+                for x in range(ow):
+                    rows_high[y, x] = image[k, y, 2 * x + 1]
+                if ow:
+                    _lift_forward(&rows_low[y, 0], &rows_high[y, 0], ew, ow, 1, 1)
+            _split_columns(&rows_low[0, 0], &ll_[k, 0, 0], &lh_[k, 0, 0] if oh else NULL, eh, oh, ew)
+            if ow:
+                _split_columns(&rows_high[0, 0], &hl_[k, 0, 0], &hh_[k, 0, 0] if oh else NULL, eh, oh, ow)
+    return ll, hl, lh, hh
+
+
+cdef void _split_columns(const double* rows, double* even, double* odd, Py_ssize_t eh, Py_ssize_t oh,
+                         Py_ssize_t width) noexcept nogil:
+    """Even and odd rows of the (eh + oh, width) ``rows`` into ``even`` and ``odd``, lifted along the columns."""
+    cdef Py_ssize_t y
+    for y in range(eh):
+        memcpy(even + y * width, rows + 2 * y * width, width * sizeof(double))
+    for y in range(oh):
+        memcpy(odd + y * width, rows + (2 * y + 1) * width, width * sizeof(double))
+    if oh:
+        _lift_forward(even, odd, eh, oh, width, width)
+
+
+cdef void _merge_columns(const double* even, const double* odd, double* scratch, double* rows, Py_ssize_t eh,
+                         Py_ssize_t oh, Py_ssize_t width) noexcept nogil:
+    """Inverse of :func:`_split_columns`, lifting copies in ``scratch`` (room for the (eh + oh, width) plane)."""
+    cdef Py_ssize_t y
+    cdef double* even_copy = scratch
+    cdef double* odd_copy = scratch + eh * width
+    memcpy(even_copy, even, eh * width * sizeof(double))
+    if oh:
+        memcpy(odd_copy, odd, oh * width * sizeof(double))
+        _lift_inverse(even_copy, odd_copy, eh, oh, width, width)
+    for y in range(eh):
+        memcpy(rows + 2 * y * width, even_copy + y * width, width * sizeof(double))
+    for y in range(oh):
+        memcpy(rows + (2 * y + 1) * width, odd_copy + y * width, width * sizeof(double))
+
+
+def inverse97(ll, hl, lh, hh):
+    """Inverse of :func:`forward97` (float64 C-contiguous (planes, y, x) subbands; not modified)."""
+    cdef const double[:, :, ::1] ll_ = ll, hl_ = hl, lh_ = lh, hh_ = hh
+    cdef Py_ssize_t planes = ll.shape[0], eh = ll.shape[1], ew = ll.shape[2], oh = lh.shape[1], ow = hl.shape[2]
+    cdef Py_ssize_t height = eh + oh, width = ew + ow, k, y, x
+    out = np.empty((planes, height, width))
+    if height == 0 or width == 0:
+        return out
+    cdef double[:, :, ::1] image = out
+    cdef double[:, ::1] rows_low = np.empty((height, ew))
+    cdef double[:, ::1] rows_high = np.empty((height, _max(ow, 1)))
+    cdef double[::1] scratch = np.empty(height * ew)
+    with nogil:
+        for k in range(planes):
+            _merge_columns(&ll_[k, 0, 0], &lh_[k, 0, 0] if oh else NULL, &scratch[0], &rows_low[0, 0], eh, oh, ew)
+            if ow:
+                _merge_columns(&hl_[k, 0, 0], &hh_[k, 0, 0] if oh else NULL, &scratch[0], &rows_high[0, 0], eh, oh, ow)
+            for y in range(height):
+                if ow:
+                    _lift_inverse(&rows_low[y, 0], &rows_high[y, 0], ew, ow, 1, 1)
+                for x in range(ew):
+                    image[k, y, 2 * x] = rows_low[y, x]
+                for x in range(ow):
+                    image[k, y, 2 * x + 1] = rows_high[y, x]
+    return out
+
+
+def quantise(const double[:, :, ::1] coefficients, double step, double rounding):
+    """``(sign(c) * floor(|c| / step + rounding)).astype(int64)``: the dead-zone quantiser."""
+    out = np.empty((coefficients.shape[0], coefficients.shape[1], coefficients.shape[2]), np.int64)
+    cdef int64_t[:, :, ::1] q = out
+    cdef Py_ssize_t k, y, x
+    cdef double c
+    cdef int64_t magnitude
+    with nogil:
+        for k in range(q.shape[0]):
+            for y in range(q.shape[1]):
+                for x in range(q.shape[2]):
+                    c = coefficients[k, y, x]
+                    magnitude = <int64_t>floor(fabs(c) / step + rounding)  # sign(c) * floor(...), exactly
+                    q[k, y, x] = -magnitude if c < 0 else magnitude
+    return out
+
+
+def dequantise(const int64_t[:, :, ::1] symbols, double step, double reconstruction):
+    """``sign(q) * (|q| + reconstruction) * step`` in float64."""
+    out = np.empty((symbols.shape[0], symbols.shape[1], symbols.shape[2]))
+    cdef double[:, :, ::1] c = out
+    cdef Py_ssize_t k, y, x
+    cdef int64_t q
+    with nogil:
+        for k in range(c.shape[0]):
+            for y in range(c.shape[1]):
+                for x in range(c.shape[2]):
+                    q = symbols[k, y, x]  # branch-free: the signs of quantised coefficients are unpredictable
+                    c[k, y, x] = <double>((q > 0) - (q < 0)) * (<double>((q ^ (q >> 63)) - (q >> 63)) + reconstruction) * step
+    return out
+
+
+def synthesise(const double[:, :, ::1] components, const int64_t[::1] means, const double[:, ::1] weights):
+    """Bands ``means[b] + sum_k weights[k, b] * components[k]``, the terms added in ``k`` order in
+    float64, stored as float32 (the precision the engine takes reconstructions in)."""
+    cdef Py_ssize_t kept = components.shape[0], pixels = components.shape[1] * components.shape[2]
+    cdef Py_ssize_t bands = means.shape[0], b, k, i, block, start, count
+    out = np.empty((bands, components.shape[1], components.shape[2]), np.float32)
+    cdef float[:, :, ::1] result = out
+    cdef double[_BLOCK] sums
+    cdef const double* component
+    cdef float* row
+    cdef double weight
+    with nogil:
+        for block in range((pixels + _BLOCK - 1) // _BLOCK):  # blocks of pixels that stay in the L1 cache
+            start = block * _BLOCK
+            count = _min(_BLOCK, pixels - start)
+            for b in range(bands):
+                for i in range(count):
+                    sums[i] = <double>means[b]
+                for k in range(kept):
+                    component = &components[k, 0, 0] + start
+                    weight = weights[k, b]
+                    for i in range(count):
+                        sums[i] = sums[i] + weight * component[i]
+                row = &result[b, 0, 0] + start
+                for i in range(count):
+                    row[i] = <float>sums[i]
+    return out
+
+
+cdef double _interpolated(int64_t a, int64_t b, double virtual, Py_ssize_t below) noexcept nogil:
+    """numpy's ``_lerp`` of the order statistics ``a <= b`` at ``virtual`` (``below`` = its floor)."""
+    cdef double gamma = virtual - <double>below, diff = <double>(b - a)
+    if gamma >= 0.5:
+        return <double>b - diff * (1 - gamma)
+    return <double>a + diff * gamma
+
+
+cdef void _terciles(const int64_t* values, Py_ssize_t n, int64_t* scratch, double* thresholds) noexcept nogil:
+    """``np.quantile(values, [1/3, 2/3])`` (linear interpolation between order statistics, numpy's
+    operations in numpy's order) of ``n`` non-negative integers, by a histogram where their range is
+    small (as for quantised coefficients) and by selection otherwise. ``scratch``: room for ``n``."""
+    cdef Py_ssize_t i, q
+    cdef Py_ssize_t below[2]
+    cdef double virtual[2]
+    cdef int64_t largest = 0, a, b, v, seen
+    cdef int64_t* counts
+    for i in range(n):
+        if values[i] > largest:
+            largest = values[i]
+    if n == 1 or largest == 0:
+        thresholds[0] = thresholds[1] = <double>values[0] if n == 1 else 0.0
+        return
+    for q in range(2):
+        virtual[q] = <double>(n - 1) * ((1.0 / 3.0) if q == 0 else (2.0 / 3.0))
+        below[q] = <Py_ssize_t>floor(virtual[q])
+    if largest < n:
+        counts = <int64_t*>calloc(largest + 1, sizeof(int64_t))
+        for i in range(n):
+            counts[values[i]] += 1
+        for q in range(2):
+            seen, v = 0, 0  # the values of ranks below and below + 1: the first whose cumulative count passes each
+            while seen + counts[v] <= below[q]:
+                seen += counts[v]
+                v += 1
+            a = v
+            if seen + counts[v] <= below[q] + 1:
+                seen += counts[v]
+                v += 1
+                while counts[v] == 0:
+                    v += 1
+            thresholds[q] = _interpolated(a, v, virtual[q], below[q])
+        free(counts)
+        return
+    memcpy(scratch, values, n * sizeof(int64_t))
+    for q in range(2):
+        nth_element(scratch, scratch + below[q], scratch + n)
+        a, b = scratch[below[q]], scratch[below[q] + 1]
+        for i in range(below[q] + 2, n):
+            if scratch[i] < b:
+                b = scratch[i]
+        thresholds[q] = _interpolated(a, b, virtual[q], below[q])
+
+
+def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint wide):
+    """``subband_coding._contexts``: (planes, height, width) uint8 classes 0..2, the terciles per plane
+    of the magnitude ``M`` of each coefficient: its parent's magnitude (upsampled, edge-extended;
+    with ``wide``, the parent's 3 x 3 neighbourhood sum, edges replicated) plus 9 times each
+    sibling's magnitude at the same place (edge-extended). ``parent``: int64 (planes, y, x) or None."""
+    cdef Py_ssize_t planes = len(siblings[0]) if parent is None else parent.shape[0]
+    cdef Py_ssize_t k, y, x, hp = 0, wp = 0, hs, ws, n = height * width
+    out = np.zeros((planes, height, width), np.uint8)
+    if n == 0:
+        return out
+    cdef uint8_t[:, :, ::1] classes = out
+    cdef int64_t[:, :, ::1] magnitude = np.zeros((planes, height, width), np.int64)
+    cdef int64_t[:, :, ::1] source
+    cdef int64_t[:, ::1] rows
+    cdef int64_t[:, ::1] spread
+    if parent is not None:
+        source = np.abs(np.ascontiguousarray(parent, np.int64))
+        hp, wp = source.shape[1], source.shape[2]
+        rows, spread = np.empty((hp, wp), np.int64), np.empty((hp, wp), np.int64)
+        with nogil:
+            for k in range(planes):
+                if wide:  # the 3 x 3 sum, separably: along x, then along y
+                    for y in range(hp):
+                        for x in range(wp):
+                            rows[y, x] = source[k, y, _max(x - 1, 0)] + source[k, y, x] + source[k, y, _min(x + 1, wp - 1)]
+                    for y in range(hp):
+                        for x in range(wp):
+                            spread[y, x] = rows[_max(y - 1, 0), x] + rows[y, x] + rows[_min(y + 1, hp - 1), x]
+                else:
+                    memcpy(&spread[0, 0], &source[k, 0, 0], hp * wp * sizeof(int64_t))
+                for y in range(height):
+                    for x in range(width):
+                        magnitude[k, y, x] = spread[_min(y // 2, hp - 1), _min(x // 2, wp - 1)]
+    for sibling in siblings:
+        source = np.abs(np.ascontiguousarray(sibling, np.int64))
+        hs, ws = source.shape[1], source.shape[2]
+        with nogil:
+            for k in range(planes):
+                for y in range(height):
+                    for x in range(width):
+                        magnitude[k, y, x] += 9 * source[k, _min(y, hs - 1), _min(x, ws - 1)]
+    cdef int64_t[::1] scratch = np.empty(n, np.int64)
+    cdef double thresholds[2]
+    cdef int64_t m
+    with nogil:
+        for k in range(planes):
+            _terciles(&magnitude[k, 0, 0], n, &scratch[0], thresholds)
+            for y in range(height):
+                for x in range(width):
+                    m = magnitude[k, y, x]
+                    classes[k, y, x] = (<double>m > thresholds[0]) + (<double>m > thresholds[1])
+    return out
+
+
+def class_entries(const uint8_t[:, ::1] table, const uint8_t[:, :, ::1] classes):
+    """``table[k, classes[k, y, x]]``: each coefficient's scale byte from its plane's bytes per class."""
+    out = np.empty((classes.shape[0], classes.shape[1], classes.shape[2]), np.uint8)
+    cdef uint8_t[:, :, ::1] entries = out
+    cdef Py_ssize_t k, y, x
+    with nogil:
+        for k in range(classes.shape[0]):
+            for y in range(classes.shape[1]):
+                for x in range(classes.shape[2]):
+                    entries[k, y, x] = table[k, classes[k, y, x]]
+    return out
+
+
+def class_magnitudes(const int64_t[:, :, ::1] values, const uint8_t[:, :, ::1] classes, Py_ssize_t count):
+    """Per plane and class 0..count-1: the sum of ``|values|`` and the number of coefficients (int64 each)."""
+    sums, counts = np.zeros((values.shape[0], count), np.int64), np.zeros((values.shape[0], count), np.int64)
+    cdef int64_t[:, ::1] s = sums
+    cdef int64_t[:, ::1] c = counts
+    cdef Py_ssize_t k, y, x
+    cdef uint8_t cls
+    cdef int64_t v
+    for k in range(values.shape[0]):
+        for y in range(values.shape[1]):
+            for x in range(values.shape[2]):
+                cls = classes[k, y, x]
+                if cls >= count:
+                    raise ValueError(f"class {cls} out of 0..{count - 1}")
+                v = values[k, y, x]
+                s[k, cls] += v if v >= 0 else -v
+                c[k, cls] += 1
+    return sums, counts
+
+
+def group_by_entry(const uint8_t[::1] entries):
+    """``np.argsort(entries, kind="stable")`` and ``np.bincount(entries, minlength=256)``, by one counting sort."""
+    counts = np.zeros(256, np.int64)
+    order = np.empty(entries.shape[0], np.int64)
+    cdef int64_t[::1] c = counts
+    cdef int64_t[::1] o = order
+    cdef int64_t[256] start
+    cdef Py_ssize_t i
+    cdef int64_t total = 0
+    with nogil:
+        for i in range(entries.shape[0]):
+            c[entries[i]] += 1
+        for i in range(256):
+            start[i] = total
+            total += c[i]
+        for i in range(entries.shape[0]):
+            o[start[entries[i]]] = i
+            start[entries[i]] += 1
+    return order, counts
+
+
+def grouped_bins(const int64_t[::1] values, const int64_t[::1] order, const int64_t[::1] counts,
+                 const int32_t[::1] radii):
+    """The coder's symbols of raster ``values`` taken in the grouped ``order`` (``counts`` per entry, as
+    :func:`group_by_entry` gives them): the bin ``v + radius`` of the entry's law, or the escape bin
+    ``2 radius + 1`` where ``|v| > radius``; and the escaped values, in the same order."""
+    cdef Py_ssize_t n = order.shape[0], entry, i = 0, j = 0, end = 0, escapes = 0
+    bins = np.empty(n, np.int32)
+    cdef int32_t[::1] b = bins
+    cdef int64_t[::1] e = np.empty(n, np.int64)
+    cdef int64_t v, r
+    with nogil:
+        for entry in range(counts.shape[0]):
+            r = radii[entry]
+            end = end + counts[entry]
+            while i < end:
+                v = values[order[i]]
+                if v > r or v < -r:
+                    b[i] = <int32_t>(2 * r + 1)
+                    e[escapes] = v
+                    escapes += 1
+                else:
+                    b[i] = <int32_t>(v + r)
+                i += 1
+    return bins, np.asarray(e[:escapes]).copy()
+
+
+def grouped_values(const int32_t[::1] bins, const int64_t[::1] counts, const int32_t[::1] radii,
+                   const int64_t[::1] order):
+    """Inverse of :func:`grouped_bins` but for the escaped values: int32 raster values (escapes hold 0)
+    and the raster positions of the escapes, in grouped order."""
+    cdef Py_ssize_t n = order.shape[0], entry, i = 0, end = 0, escapes = 0
+    values = np.empty(n, np.int32)
+    cdef int32_t[::1] out = values
+    cdef int64_t[::1] positions = np.empty(n, np.int64)
+    cdef int64_t r
+    with nogil:
+        for entry in range(counts.shape[0]):
+            r = radii[entry]
+            end = end + counts[entry]
+            while i < end:
+                if bins[i] == 2 * r + 1:
+                    out[order[i]] = 0
+                    positions[escapes] = order[i]
+                    escapes += 1
+                else:
+                    out[order[i]] = <int32_t>(bins[i] - r)
+                i += 1
+    return values, np.asarray(positions[:escapes]).copy()
+
+
+def spectral_map(const floating[:, :, ::1] reconstruction, const double[:, ::1] weights, const double[::1] offsets,
+                 double scale, const double[::1] centre, double limit):
+    """``R - (rint(scale * (K @ (R - c))) + b)`` with ``R = clip(rint(reconstruction), -limit, limit)``
+    per pixel, in float64 (bands, y, x): the spectral layer's map. Every product and sum is of whole
+    numbers far below 2**53, so exact in any order (as numpy's matrix product is too)."""
+    cdef Py_ssize_t bands = reconstruction.shape[0], pixels = reconstruction.shape[1] * reconstruction.shape[2]
+    cdef Py_ssize_t block, start, count, b, j, i
+    out = np.empty((bands, reconstruction.shape[1], reconstruction.shape[2]))
+    cdef double[:, :, ::1] result = out
+    cdef double[:, ::1] rounded = np.empty((bands, _SPECTRAL_BLOCK))
+    cdef double total, value
+    with nogil:
+        for block in range((pixels + _SPECTRAL_BLOCK - 1) // _SPECTRAL_BLOCK):
+            start = block * _SPECTRAL_BLOCK
+            count = _min(_SPECTRAL_BLOCK, pixels - start)
+            for j in range(bands):
+                for i in range(count):
+                    value = rint(<double>(&reconstruction[j, 0, 0])[start + i])
+                    rounded[j, i] = -limit if value < -limit else (limit if value > limit else value)
+            for b in range(bands):
+                for i in range(count):
+                    total = 0.0
+                    for j in range(bands):
+                        total = total + weights[b, j] * (rounded[j, i] - centre[j])
+                    (&result[b, 0, 0])[start + i] = rounded[b, i] - (rint(total * scale) + offsets[b])
+    return out

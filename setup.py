@@ -1,0 +1,20 @@
+"""Builds the compiled inner loops of the transform coder (numcodec_plugin/_kernels.pyx); the rest of
+the project's metadata is in pyproject.toml.
+
+Floating-point contraction (fused multiply-add) is off, so the kernels compute every value with
+the same IEEE operations on every machine (the format's decoded values must not depend on the CPU).
+"""
+
+import sys
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+NO_CONTRACTION = ["/fp:precise"] if sys.platform == "win32" else ["-O3", "-ffp-contract=off"]
+
+setup(ext_modules=cythonize(
+    [Extension("numcodec_plugin._kernels", ["numcodec_plugin/_kernels.pyx"], language="c++",
+               include_dirs=[numpy.get_include()], extra_compile_args=NO_CONTRACTION)],
+    language_level=3,
+))
