@@ -2,7 +2,7 @@
 
 Codes every benchmark tile (default: the validation split) through the public numcodecs
 configuration of the hybrid at each whole quality of its range and counts the model names in the
-chunk headers; the default hybrid's rate-distortion curve is in ``rd_benchmark.py``'s report.
+chunk headers; the hybrid's rate-distortion curve is in ``rd_benchmark.py``'s report (``--also-models``).
 
     python benchmarks/hybrid_choice.py [inputs ...] [--model tec-s2-hybrid-v2] [--out docs/benchmarks]
 """
@@ -21,14 +21,15 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 
 from benchmarks import coders, reporting  # noqa: E402
 from benchmarks.rd_benchmark import add_data_arguments, load_tiles  # noqa: E402
-from numcodec_plugin import DEFAULT_MODEL, bitstream, quality_range  # noqa: E402
+from numcodec_plugin import bitstream, quality_range  # noqa: E402
 from numcodec_plugin.models.registry import HYBRID_MODELS  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_data_arguments(parser)
-    parser.add_argument("--model", default=DEFAULT_MODEL, choices=sorted(HYBRID_MODELS), help="hybrid model")
+    parser.add_argument("--model", default=min(HYBRID_MODELS), choices=sorted(HYBRID_MODELS),
+                        help="hybrid model (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="folder to write hybrid_choice.md to")
     args = parser.parse_args(argv)
     tiles = load_tiles(args)

@@ -27,6 +27,7 @@ from benchmarks import coders, metrics, reporting, sentinel2  # noqa: E402
 from benchmarks.coders import TerraCodec  # noqa: E402
 from benchmarks.rd_benchmark import add_data_arguments, load_tiles  # noqa: E402
 from numcodec_plugin.models import latent_refinement  # noqa: E402
+from numcodec_plugin.models.registry import REFINABLE_EXAMPLE  # noqa: E402
 
 #: (steps, latent step size, hyper-latent step size); the shipped choice is among them
 DEFAULT_GRID = ("50,0.005,0.003", "50,0.01,0.03", "50,0.02,0.1", "50,0.02,0.3", "50,0.04,0.3", "50,0.02,1.0",
@@ -40,7 +41,8 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--qualities", type=float, nargs="+", default=[2.0, 5.0, 8.0], help="qualities coded")
     parser.add_argument("--grid", nargs="+", default=list(DEFAULT_GRID), metavar="STEPS,LATENT,HYPER",
                         help="settings searched (default: %(default)s)")
-    parser.add_argument("--model", help="TerraCodec model (default: the bundled model)")
+    parser.add_argument("--model", default=REFINABLE_EXAMPLE,
+                        help="TerraCodec model that refines latents (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="folder to write refinement_search.md to")
     parser.add_argument("--note", default="", help="a remark printed at the top of the report")
     return parser.parse_args(argv)

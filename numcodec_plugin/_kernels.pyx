@@ -14,7 +14,7 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport fabs, floor, rint
 from libc.stdint cimport int32_t, int64_t, uint8_t
-from libc.stdlib cimport calloc, free
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libcpp.algorithm cimport nth_element
 
@@ -345,54 +345,101 @@ def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint 
     """``subband_coding._contexts``: (planes, height, width) uint8 classes 0..2, the terciles per plane
     of the magnitude ``M`` of each coefficient: its parent's magnitude (upsampled, edge-extended;
     with ``wide``, the parent's 3 x 3 neighbourhood sum, edges replicated) plus 9 times each
-    sibling's magnitude at the same place (edge-extended). ``parent``: int64 (planes, y, x) or None."""
+    sibling's magnitude at the same place (edge-extended). ``parent``, ``siblings``: int64
+    C-contiguous (planes, y, x) arrays (``parent`` may be None)."""
     cdef Py_ssize_t planes = len(siblings[0]) if parent is None else parent.shape[0]
-    cdef Py_ssize_t k, y, x, hp = 0, wp = 0, hs, ws, n = height * width
+    cdef Py_ssize_t k, n = height * width
     out = np.zeros((planes, height, width), np.uint8)
     if n == 0:
         return out
     cdef uint8_t[:, :, ::1] classes = out
     cdef int64_t[:, :, ::1] magnitude = np.zeros((planes, height, width), np.int64)
-    cdef int64_t[:, :, ::1] source
-    cdef int64_t[:, ::1] rows
+    cdef const int64_t[:, :, ::1] source
     cdef int64_t[:, ::1] spread
     if parent is not None:
-        source = np.abs(np.ascontiguousarray(parent, np.int64))
-        hp, wp = source.shape[1], source.shape[2]
-        rows, spread = np.empty((hp, wp), np.int64), np.empty((hp, wp), np.int64)
+        source = parent
+        spread = np.empty((source.shape[1], source.shape[2]), np.int64)
         with nogil:
             for k in range(planes):
-                if wide:  # the 3 x 3 sum, separably: along x, then along y
-                    for y in range(hp):
-                        for x in range(wp):
-                            rows[y, x] = source[k, y, _max(x - 1, 0)] + source[k, y, x] + source[k, y, _min(x + 1, wp - 1)]
-                    for y in range(hp):
-                        for x in range(wp):
-                            spread[y, x] = rows[_max(y - 1, 0), x] + rows[y, x] + rows[_min(y + 1, hp - 1), x]
-                else:
-                    memcpy(&spread[0, 0], &source[k, 0, 0], hp * wp * sizeof(int64_t))
-                for y in range(height):
-                    for x in range(width):
-                        magnitude[k, y, x] = spread[_min(y // 2, hp - 1), _min(x // 2, wp - 1)]
+                _parent_spread(&source[k, 0, 0], source.shape[1], source.shape[2], wide, &spread[0, 0])
+                _add_upsampled(&spread[0, 0], source.shape[1], source.shape[2], &magnitude[k, 0, 0], height, width)
     for sibling in siblings:
-        source = np.abs(np.ascontiguousarray(sibling, np.int64))
-        hs, ws = source.shape[1], source.shape[2]
+        source = sibling
         with nogil:
             for k in range(planes):
-                for y in range(height):
-                    for x in range(width):
-                        magnitude[k, y, x] += 9 * source[k, _min(y, hs - 1), _min(x, ws - 1)]
+                _add_sibling(&source[k, 0, 0], source.shape[1], source.shape[2], &magnitude[k, 0, 0], height, width)
     cdef int64_t[::1] scratch = np.empty(n, np.int64)
     cdef double thresholds[2]
-    cdef int64_t m
+    cdef const int64_t* m
+    cdef uint8_t* c
+    cdef Py_ssize_t i
     with nogil:
         for k in range(planes):
-            _terciles(&magnitude[k, 0, 0], n, &scratch[0], thresholds)
-            for y in range(height):
-                for x in range(width):
-                    m = magnitude[k, y, x]
-                    classes[k, y, x] = (<double>m > thresholds[0]) + (<double>m > thresholds[1])
+            m, c = &magnitude[k, 0, 0], &classes[k, 0, 0]
+            _terciles(m, n, &scratch[0], thresholds)
+            for i in range(n):
+                c[i] = (<double>m[i] > thresholds[0]) + (<double>m[i] > thresholds[1])
     return out
+
+
+cdef inline int64_t _abs(int64_t v) noexcept nogil:
+    return (v ^ (v >> 63)) - (v >> 63)
+
+
+cdef void _parent_spread(const int64_t* parent, Py_ssize_t hp, Py_ssize_t wp, bint wide, int64_t* spread) noexcept nogil:
+    """``|parent|``, or with ``wide`` its 3 x 3 neighbourhood sums (edges replicated), separably:
+    along x into ``spread``, then along y in place through one saved row."""
+    cdef Py_ssize_t y, x
+    cdef const int64_t* row
+    cdef int64_t* out
+    cdef int64_t above, current
+    for y in range(hp):
+        row, out = parent + y * wp, spread + y * wp
+        if not wide:
+            for x in range(wp):
+                out[x] = _abs(row[x])
+            continue
+        for x in range(wp):
+            out[x] = _abs(row[_max(x - 1, 0)]) + _abs(row[x]) + _abs(row[_min(x + 1, wp - 1)])
+    if not wide:
+        return
+    cdef int64_t* saved = <int64_t*>malloc(wp * sizeof(int64_t))  # the row above, before its update
+    memcpy(saved, spread, wp * sizeof(int64_t))
+    for y in range(hp):
+        out = spread + y * wp
+        for x in range(wp):
+            above, current = saved[x], out[x]
+            saved[x] = current
+            out[x] = above + current + (out + wp)[x] if y + 1 < hp else above + current + current
+    free(saved)
+
+
+cdef void _add_upsampled(const int64_t* spread, Py_ssize_t hp, Py_ssize_t wp, int64_t* magnitude, Py_ssize_t height,
+                         Py_ssize_t width) noexcept nogil:
+    """magnitude[y, x] += spread[min(y // 2, hp - 1), min(x // 2, wp - 1)]."""
+    cdef Py_ssize_t y, x, inner = _min(width, 2 * wp)
+    cdef const int64_t* row
+    cdef int64_t* out
+    for y in range(height):
+        row, out = spread + _min(y // 2, hp - 1) * wp, magnitude + y * width
+        for x in range(inner):
+            out[x] += row[x >> 1]
+        for x in range(inner, width):
+            out[x] += row[wp - 1]
+
+
+cdef void _add_sibling(const int64_t* sibling, Py_ssize_t hs, Py_ssize_t ws, int64_t* magnitude, Py_ssize_t height,
+                       Py_ssize_t width) noexcept nogil:
+    """magnitude[y, x] += 9 |sibling[min(y, hs - 1), min(x, ws - 1)]|."""
+    cdef Py_ssize_t y, x, inner = _min(width, ws)
+    cdef const int64_t* row
+    cdef int64_t* out
+    for y in range(height):
+        row, out = sibling + _min(y, hs - 1) * ws, magnitude + y * width
+        for x in range(inner):
+            out[x] += 9 * _abs(row[x])
+        for x in range(inner, width):
+            out[x] += 9 * _abs(row[ws - 1])
 
 
 def class_entries(const uint8_t[:, ::1] table, const uint8_t[:, :, ::1] classes):
@@ -524,4 +571,25 @@ def spectral_map(const floating[:, :, ::1] reconstruction, const double[:, ::1] 
                     for j in range(bands):
                         total = total + weights[b, j] * (rounded[j, i] - centre[j])
                     (&result[b, 0, 0])[start + i] = rounded[b, i] - (rint(total * scale) + offsets[b])
+    return out
+
+
+def largest_magnitudes(const int64_t[:, :, ::1] planes):
+    """``np.abs(planes).max(axis=(-2, -1))``, 0 for empty planes (int64)."""
+    out = np.zeros(planes.shape[0], np.int64)
+    cdef int64_t[::1] largest = out
+    cdef Py_ssize_t k, i, n = planes.shape[1] * planes.shape[2]
+    cdef const int64_t* values
+    cdef int64_t v, m
+    with nogil:
+        for k in range(planes.shape[0]):
+            if n == 0:
+                continue
+            values = &planes[k, 0, 0]
+            m = 0
+            for i in range(n):
+                v = values[i]
+                v = (v ^ (v >> 63)) - (v >> 63)
+                m = v if v > m else m
+            largest[k] = m
     return out

@@ -247,7 +247,8 @@ def _code_chunks(coder: AnyCoder, prepared: list[_PreparedChunk], quality: float
             order, _ = orders[i]
             frame_major = np.argsort(order) + offset
             codings = [(_with_corrections([tiles[k] for k in frame_major], decoded[frame_major], prepared[i].tiles,
-                                          prepared[i].valid, coder.identity.mean, coder.identity.std, rate_lambda),
+                                          prepared[i].valid, coder.identity.mean, coder.identity.std, rate_lambda,
+                                          coder.lowpass_correction),
                         decoded[frame_major]) for tiles, decoded in candidates]
             coded[i], reconstructed[i] = _cheapest_per_tile(codings, prepared[i].tiles, prepared[i].valid,
                                                             coder.identity.mean, coder.identity.std, rate_lambda)
@@ -320,14 +321,16 @@ def _tile_dn(decoded: np.ndarray, tile: CodedTile, mean: tuple[float, ...], std:
 
 
 def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np.ndarray, valid: np.ndarray,
-                      mean: tuple[float, ...], std: tuple[float, ...], rate_lambda: float | None) -> list[CodedTile]:
+                      mean: tuple[float, ...], std: tuple[float, ...], rate_lambda: float | None,
+                      lowpass_correction: bool = True) -> list[CodedTile]:
     """Tiles carrying the engine's corrections of the learned reconstruction, measured against the originals.
 
     * DC offsets: per band, the mean error (DN) over the tile's valid pixels. A small or briefly
       trained network reconstructs a band's level with a bias of up to a few hundred DN; two bytes
       per band and tile remove it.
     * The low-pass correction (:mod:`numcodec_plugin.lowpass`) of what error remains, where the
-      model states its rate-distortion trade-off (``rate_lambda``) and a correction pays for itself.
+      model states its rate-distortion trade-off (``rate_lambda``), takes the correction
+      (``lowpass_correction``) and a correction pays for itself.
     * The spectral correction (:mod:`numcodec_plugin.spectral`) of what remains after both, on the
       same terms.
 
@@ -344,7 +347,8 @@ def _with_corrections(tiles: list[CodedTile], decoded: np.ndarray, originals: np
         tile = replace(tiles[k], offsets=tuple(int(v) for v in steps))
         if rate_lambda is None:
             return tile
-        tile = replace(tile, correction=lowpass.fit(error, weight, rate_lambda))
+        if lowpass_correction:
+            tile = replace(tile, correction=lowpass.fit(error, weight, rate_lambda))
         correction = spectral.fit(_tile_dn(decoded[k], tile, mean, std), _original_dn(originals[k], mean, std), weight,
                                   spectral.centre_of(mean), rate_lambda)
         return replace(tile, spectral=correction)

@@ -93,12 +93,20 @@ def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
     return _kernels.class_entries(table, _planes(classes, np.uint8)).reshape(classes.shape)
 
 
-def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(shift, high, low) of one subband: high parts fit the Laplace coder, low bits go uniform."""
-    widest = np.abs(band).max(axis=(-2, -1)) if band.size else np.zeros(band.shape[:2], np.int64)
+def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(shift, high, low) of one subband: high parts fit the Laplace coder, low bits go uniform
+    (None where every shift is 0, the usual case: the subband is its own high part)."""
+    widest = _kernels.largest_magnitudes(_planes(band)).reshape(band.shape[:2])
     shift = np.maximum(0, np.ceil(np.log2(widest + 1)).astype(np.int64) - _HIGH_BITS).astype(np.uint8)
+    if not shift.any():
+        return shift, band, None
     high = band >> shift[..., None, None]
     return shift, high, band - (high << shift[..., None, None])
+
+
+def _low_sizes(shift: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The (frames, bands, y, x) alphabet size ``2 ** shift`` of each coefficient's low bits."""
+    return np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], shape)
 
 
 def _predict(subband: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -130,7 +138,9 @@ def _predict(subband: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _unpredict(errors: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`_predict`, band by band in order."""
+    """Inverse of :func:`_predict`, band by band in order (``errors`` itself where no band is predicted)."""
+    if (source == NO_PREDICTOR).all():
+        return errors
     subband = errors.copy()
     for f, b in zip(*np.nonzero(source != NO_PREDICTOR)):
         p = int(source[f, b])
@@ -167,18 +177,18 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
         scale_indexes.append(index)
         highs.append(high)
         coefficient_indexes.append(_coefficient_index(index, classes))
-        size = np.broadcast_to((1 << shift.astype(np.int64))[..., None, None], band.shape)
-        lows.append(low[size > 1])
-        sizes.append(size[size > 1])
+        if low is not None:
+            size = _low_sizes(shift, band.shape)
+            lows.append(low[size > 1])
+            sizes.append(size[size > 1])
     if tabled:
         high_stream = encode_laplace_table(list(zip(highs, coefficient_indexes)))
     else:
         high_stream = encode_laplace(np.concatenate([h.reshape(-1) for h in highs]),
                                      np.concatenate([laplace_scale(i).reshape(-1) for i in coefficient_indexes]))
-    low_symbols, low_sizes = np.concatenate(lows), np.concatenate(sizes)
     return CodedSubbands(np.stack(scale_indexes, axis=-2), np.stack(shifts, axis=-1), np.stack(sources, axis=-1),
                          np.stack(weights, axis=-1), high_stream,
-                         encode_uniform(low_symbols, low_sizes) if low_symbols.size else b"")
+                         encode_uniform(np.concatenate(lows), np.concatenate(sizes)) if lows else b"")
 
 
 def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]], tabled: bool = False,
@@ -193,14 +203,16 @@ def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]
     for i, shape in enumerate(shapes):
         index = _coefficient_index(coded.scale_index[..., i, :], _contexts(i, high_parts, shape, wide_contexts))
         high_parts.append(decoder.decode(index if tabled else laplace_scale(index)).astype(np.int64))
-    sizes = [np.broadcast_to((1 << coded.shift[..., i].astype(np.int64))[..., None, None], s) for i, s in enumerate(shapes)]
-    coded_low = np.concatenate([size[size > 1] for size in sizes])
-    lows = decode_uniform(coded.low, coded_low).astype(np.int64) if coded_low.size else coded_low
+    sizes = {i: _low_sizes(coded.shift[..., i], s) for i, s in enumerate(shapes) if coded.shift[..., i].any()}
+    coded_low = [size[size > 1] for size in sizes.values()]
+    lows = decode_uniform(coded.low, np.concatenate(coded_low)).astype(np.int64) if coded_low else np.zeros(0, np.int64)
     subbands, low_offset = [], 0
-    for i, (high, size) in enumerate(zip(high_parts, sizes)):
-        band = high << coded.shift[..., i].astype(np.int64)[..., None, None]
-        wide = size > 1
-        band[wide] += lows[low_offset:low_offset + int(wide.sum())]
-        low_offset += int(wide.sum())
+    for i, high in enumerate(high_parts):
+        band = high
+        if i in sizes:
+            band = high << coded.shift[..., i].astype(np.int64)[..., None, None]
+            wide = sizes[i] > 1
+            band[wide] += lows[low_offset:low_offset + int(wide.sum())]
+            low_offset += int(wide.sum())
         subbands.append(_unpredict(band, coded.predictor[..., i], coded.weight[..., i]))
     return subbands

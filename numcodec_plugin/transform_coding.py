@@ -95,9 +95,9 @@ def _synthesise(components: np.ndarray, means: np.ndarray, basis: np.ndarray) ->
     return _kernels.synthesise(np.ascontiguousarray(components), np.ascontiguousarray(means, np.int64), weights)
 
 
-def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
+def encode(dn: np.ndarray, step: float) -> tuple[bytes, list[np.ndarray], np.ndarray]:
     """Code a (bands, h, w) tile of DN (float) at quantiser step ``step`` DN; returns the stream, the
-    quantised coefficients' symbols (for the tile's checksum) and the decoder's reconstruction (float32 DN)."""
+    quantised subbands (their symbols make the tile's checksum) and the decoder's reconstruction (float32 DN)."""
     bands, height, width = dn.shape
     means, basis = _basis(dn)
     index = step_index(step)
@@ -119,7 +119,7 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, np.ndarray, np.ndarray]:
     data = (_HEADER.pack(index, bands, kept) + b"".join(signed_varint(int(m)) for m in means) + basis[:kept].tobytes()
             + varint(len(side)) + side + varint(len(coded.high)) + coded.high + coded.low)
     reconstruction = _reconstruct(symbols, index, means, basis[:kept], (height, width))
-    return data, np.concatenate([q.reshape(-1) for q in symbols]), reconstruction
+    return data, symbols, reconstruction
 
 
 def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis: np.ndarray,
@@ -130,8 +130,8 @@ def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis
     return _synthesise(wavelet.inverse(subbands, LEVELS, irreversible=True)[0], means, basis)
 
 
-def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode`: the (bands, h, w) float32 reconstruction (DN) and the symbols."""
+def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Inverse of :func:`encode`: the (bands, h, w) float32 reconstruction (DN) and the quantised subbands."""
     r = Reader(memoryview(data))
     index, stored_bands, kept = r.unpack(_HEADER, "transform-coded tile header")
     if stored_bands != bands or not 1 <= kept <= bands:
@@ -153,4 +153,4 @@ def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.nda
     coded = CodedSubbands(scale_index, shift, np.full(shape, NO_PREDICTOR, np.uint8), np.zeros(shape, np.int8), high, low)
     symbols = decode_subbands(coded, [(1, kept) + s for s in wavelet.subband_shapes(*tile_shape, LEVELS)], tabled=True,
                              wide_contexts=True)
-    return _reconstruct(symbols, index, means, basis, tile_shape), np.concatenate([q.reshape(-1) for q in symbols])
+    return _reconstruct(symbols, index, means, basis, tile_shape), symbols

@@ -20,25 +20,31 @@ from numcodec_plugin.scoped_determinism import deterministic_torch
 from xr_terracodec import metrics
 
 
-#: the default's network member, which the tests of the learned model's behaviour name
+#: the bundled learned network, which the tests of the learned model's behaviour name
 NETWORK = "tec-s2-gain-v3"
+HYBRID = "tec-s2-hybrid-v2"
 
 
-def test_default_codec_uses_the_bundled_hybrid() -> None:
-    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "tec-s2-hybrid-v2"
-    assert hybrid_members() == (NETWORK, "klt-wavelet-v2")
-    assert hybrid_members(quality=-2.0) == ("klt-wavelet-v2",)  # below the network's lowest quality
-    assert quality_range() == (-3.0, 8.0) and trained_quality_range() == (1.0, 8.0)
+def test_default_codec_uses_the_bundled_transform_coder() -> None:
+    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "klt-wavelet-v2"
+    assert hybrid_members() == ("klt-wavelet-v2",)
+    assert hybrid_members(HYBRID) == (NETWORK, "klt-wavelet-v2")
+    assert hybrid_members(HYBRID, quality=-2.0) == ("klt-wavelet-v2",)  # below the network's lowest quality
+    assert quality_range() == quality_range(HYBRID) == (-3.0, 8.0) and trained_quality_range(HYBRID) == (1.0, 8.0)
 
 
-def test_the_engine_codes_with_the_hybrid_when_no_model_is_named(s2_scene: np.ndarray) -> None:
-    """No model named means the default hybrid, in the engine as in the codec configs: below the network's
-    lowest quality its transform coder codes; at quality 5 the chunk is one member's coding."""
+def test_the_engine_codes_with_the_default_when_no_model_is_named(s2_scene: np.ndarray) -> None:
+    """No model named means the default, in the engine as in the codec configs; the hybrid's chunk is one
+    member's coding, and below the network's lowest quality its transform coder's."""
     x = np.ascontiguousarray(s2_scene[:, :256, :256])
-    assert bitstream.unpack(engine.encode(x, engine.EncodeSettings(quality=-2.0))).header.model_name == "klt-wavelet-v2"
     data = engine.encode(x, engine.EncodeSettings(quality=5.0))
-    member = bitstream.unpack(data).header.model_name
-    assert data == engine.encode(x, engine.EncodeSettings(model=member, quality=5.0))
+    assert bitstream.unpack(data).header.model_name == DEFAULT_MODEL
+    assert data == engine.encode(x, engine.EncodeSettings(model=DEFAULT_MODEL, quality=5.0))
+    low = engine.encode(x, engine.EncodeSettings(model=HYBRID, quality=-2.0))
+    assert bitstream.unpack(low).header.model_name == "klt-wavelet-v2"
+    hybrid = engine.encode(x, engine.EncodeSettings(model=HYBRID, quality=5.0))
+    member = bitstream.unpack(hybrid).header.model_name
+    assert hybrid == engine.encode(x, engine.EncodeSettings(model=member, quality=5.0))
 
 
 def test_psnr_and_rate_rise_with_quality(s2_scene: np.ndarray) -> None:

@@ -16,7 +16,7 @@ from numcodec_plugin.models.registry import hybrid_members, load_model
 from tests.conftest import TEST_MODEL, decode_on_another_instruction_set
 from xr_terracodec import metrics
 
-NETWORK = hybrid_members()[0]  # the default's learned member, tec-s2-gain-v3
+NETWORK = hybrid_members("tec-s2-hybrid-v2")[0]  # the hybrid's learned member, tec-s2-gain-v3
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from numcodec_plugin import engine
 from numcodec_plugin.errors import ConfigurationError
 from numcodec_plugin.models.base import CodedTile
 from numcodec_plugin.models.latent_refinement import rate_distortion_costs, refine_latents
-from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, load_model
+from numcodec_plugin.models.registry import DEFAULT_TEMPORAL_MODEL, REFINABLE_EXAMPLE, load_model
 from numcodec_plugin.scoped_determinism import deterministic_torch
 from tests.conftest import TEST_MODEL
 from xr_terracodec import metrics
@@ -28,7 +28,7 @@ def coded_cost(x: np.ndarray, data: bytes, quality: float) -> float:
     """``lambda * D + R`` of a chunk as written and decoded: reflectance MSE, bits per pixel per band."""
     decoded = numcodecs.get_codec({"id": "terracodec"}).decode(data)  # a codec knowing nothing of the settings
     mse = float(np.mean(((decoded.astype(np.float64) - x) / 10000.0) ** 2))
-    return load_model(None, quality).rate_lambda(quality) * mse + 8 * len(data) / x.size
+    return load_model(REFINABLE_EXAMPLE, quality).rate_lambda(quality) * mse + 8 * len(data) / x.size
 
 
 def test_refined_latents_code_real_pixels_at_a_lower_rate_distortion_cost(s2_scene: np.ndarray) -> None:

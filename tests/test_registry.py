@@ -65,11 +65,11 @@ def test_missing_official_weights_say_where_they_looked(tmp_path: Path, monkeypa
 
 def test_gain_models_extend_their_quality_range_below_the_trained_levels() -> None:
     """The bundled and test models accept qualities down to EXTRAPOLATED_LEVELS below 1, the transform coder
-    to its LOWEST_QUALITY, the hybrid default both; the default quality stays the middle of the trained
+    to its LOWEST_QUALITY (the default), the hybrid both; the default quality stays the middle of the trained
     range, and published models keep their published qualities."""
-    assert registry.trained_quality_range() == registry.trained_quality_range("tec-s2-gain-v3") == (1.0, 8.0)
+    assert registry.trained_quality_range("tec-s2-hybrid-v2") == registry.trained_quality_range("tec-s2-gain-v3") == (1.0, 8.0)
     assert quality_range("tec-s2-gain-v3") == (1.0 - registry.EXTRAPOLATED_LEVELS, 8.0)
-    assert quality_range("klt-wavelet-v2") == quality_range() == (-3.0, 8.0)
+    assert quality_range("klt-wavelet-v2") == quality_range() == quality_range("tec-s2-hybrid-v2") == (-3.0, 8.0)
     assert quality_range("test-fixed-seed") == (1.0 - registry.EXTRAPOLATED_LEVELS, 4.0)
     assert registry.default_quality() == 5.0
     assert quality_range("tec-fp") == registry.trained_quality_range("tec-fp") == (1.0, 5.0)
@@ -98,10 +98,12 @@ def test_unknown_model_lists_the_available_ones() -> None:
 
 def test_bundled_model_identity() -> None:
     coder = load_model()
-    identity = coder.identity
-    assert identity.name == registry.hybrid_members()[0] == "tec-s2-gain-v3" and identity.band_set == "S2L2A"
+    assert coder.identity.name == registry.DEFAULT_MODEL == "klt-wavelet-v2" and coder.identity.band_set == "S2L2A"
+    network = load_model("tec-s2-hybrid-v2")  # a hybrid loads as its network
+    identity = network.identity
+    assert identity.name == registry.hybrid_members("tec-s2-hybrid-v2")[0] == "tec-s2-gain-v3" and identity.band_set == "S2L2A"
     assert len(identity.mean) == len(identity.std) == 12 and len(identity.digest) == 8
-    assert load_model() is coder  # cached
+    assert load_model() is coder and load_model("tec-s2-hybrid-v2") is network  # cached
 
 
 def test_torchvision_shim_only_when_the_import_fails() -> None:

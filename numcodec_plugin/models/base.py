@@ -52,6 +52,10 @@ class LoadedModel(Protocol):
     #: True if the latent streams it writes use the fixed scale table of chunk format 4
     #: (:class:`~numcodec_plugin.models.entropy_coding.ScaleTable`); it still reads older ones
     latent_scale_table: bool
+    #: True if the engine fits its low-pass correction to the model's reconstructions (where
+    #: ``rate_lambda`` is known): a network's errors carry low-frequency bias; a wavelet coder codes
+    #: the low frequencies in its LL subband at its own step, where the fit does not pay, so it is not run
+    lowpass_correction: bool
 
     def streams(self, quality: float) -> int:
         """Streams per tile (and frame) at ``quality``."""
@@ -106,5 +110,5 @@ def symbol_checksum(*symbols: np.ndarray | torch.Tensor) -> int:
     crc = 0
     for values in symbols:
         array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-        crc = zlib.crc32(np.rint(array).astype("<i4").tobytes(), crc)
+        crc = zlib.crc32((array if array.dtype.kind in "iu" else np.rint(array)).astype("<i4").tobytes(), crc)
     return crc

@@ -241,6 +241,7 @@ class GainHyperpriorCoder:
     size_multiple = GainHyperprior.size_multiple
     temporal = False
     latent_scale_table = True
+    lowpass_correction = True
 
     def __init__(self, network: GainHyperprior, identity: ModelIdentity, lambdas: tuple[float, ...], *,
                  portable: bool = False) -> None:

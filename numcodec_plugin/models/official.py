@@ -210,6 +210,7 @@ class OfficialImageCoder:
     size_multiple = 64
     temporal = False
     latent_scale_table = False  # CompressAI's own streams
+    lowpass_correction = True
 
     def __init__(self, network: torch.nn.Module, identity: ModelIdentity, quality: float) -> None:
         self.network = network

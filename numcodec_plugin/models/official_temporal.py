@@ -102,6 +102,7 @@ class OfficialTemporalCoder:
 
     temporal = True
     latent_scale_table = False  # the published models' own streams
+    lowpass_correction = True
 
     def __init__(self, network: torch.nn.Module, identity: ModelIdentity, flextec: bool) -> None:
         self.network = network

@@ -2,13 +2,15 @@
 
 Names:
 
-* ``"tec-s2-hybrid-v2"`` (:data:`DEFAULT_MODEL`): per chunk, the cheaper (``lambda * D + R``) of
-  ``tec-s2-gain-v3`` and ``klt-wavelet-v2`` at the same quality; a chunk's header names the one that
-  coded it (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`). Qualities -3..8: below
-  -1, the network's lowest, only ``klt-wavelet-v2`` codes (docs/benchmarks/rd.md measures it).
-* ``"klt-wavelet-v2"``: the classical transform coder (:mod:`numcodec_plugin.models.transform_coder`:
-  per-tile spectral KLT, 9/7 wavelet, dead-zone quantiser, tabled Laplace laws), qualities and
-  lambdas as the bundled model's.
+* ``"klt-wavelet-v2"`` (:data:`DEFAULT_MODEL`): the classical transform coder
+  (:mod:`numcodec_plugin.models.transform_coder`: per-tile spectral KLT, 9/7 wavelet, dead-zone
+  quantiser, tabled Laplace laws, compiled inner loops), qualities -3..8 with the bundled network's
+  lambdas. The default since session 16: it codes 0.1% more bits than the hybrid below at twice to
+  three times its encode speed (docs/benchmarks/rd.md, codec_speed.md).
+* ``"tec-s2-hybrid-v2"``: per chunk, the cheaper (``lambda * D + R``) of ``tec-s2-gain-v3`` and
+  ``klt-wavelet-v2`` at the same quality; a chunk's header names the one that coded it
+  (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`). Qualities -3..8: below -1, the
+  network's lowest, only ``klt-wavelet-v2`` codes. The default in session 15.
 * ``"tec-s2-gain-v3"``: the bundled learned model (the default before the hybrid), weights shipped in
   ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with entropy tables per whole quality
   (hyper-latent tables and latent scale factors, :mod:`numcodec_plugin.training.entropy_tables`),
@@ -56,7 +58,7 @@ from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpri
 from numcodec_plugin.models.transform_coder import TransformCoder
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
-DEFAULT_MODEL = "tec-s2-hybrid-v2"
+DEFAULT_MODEL = "klt-wavelet-v2"
 DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
@@ -71,6 +73,8 @@ CLASSICAL_MODELS = {"klt-wavelet-v2": "S2L2A"}
 #: models that code each chunk with every member and keep the cheaper: name -> members, the network first
 #: (which the name otherwise stands for: its band set, tiles, qualities and lambdas)
 HYBRID_MODELS = {"tec-s2-hybrid-v2": ("tec-s2-gain-v3", "klt-wavelet-v2")}
+#: the model :func:`check_refinement`'s error suggests: the bundled network
+REFINABLE_EXAMPLE = "tec-s2-gain-v3"
 _TEST_MEAN = {"S2L2A": [1000.0] * 12, "S2L1C": [1500.0] * 13}
 _TEST_STD = {"S2L2A": [1500.0] * 12, "S2L1C": [1200.0] * 13}
 
@@ -302,7 +306,7 @@ def check_refinement(name: str | None, steps: int) -> None:
     name = name or DEFAULT_MODEL
     if steps and not supports_refinement(name):
         raise ConfigurationError(f"model {name} does not support latent refinement; use refinement_steps=0 "
-                                 f"or a bundled image model such as {DEFAULT_MODEL}")
+                                 f"or a bundled learned image model such as {REFINABLE_EXAMPLE}")
 
 
 def check_quality(name: str | None, quality: float) -> None:

@@ -49,6 +49,7 @@ class TransformCoder:
     tile_size = 256
     temporal = False
     latent_scale_table = False
+    lowpass_correction = False
 
     def __init__(self, name: str, band_set: str) -> None:
         constants = [transform_coding.LEVELS, transform_coding.BASIS_SCALE, transform_coding.ROUNDING,
@@ -74,7 +75,7 @@ class TransformCoder:
 
         def code(tile: np.ndarray) -> tuple[CodedTile, np.ndarray]:
             data, symbols, reconstruction = transform_coding.encode(tile, step)
-            return CodedTile((data,), symbol_checksum(symbols)), reconstruction
+            return CodedTile((data,), symbol_checksum(*symbols)), reconstruction
 
         coded = map_tiles(code, list(x.detach().cpu().double().numpy()))
         return [tile for tile, _ in coded], torch.from_numpy(np.stack([r for _, r in coded]))
@@ -85,7 +86,7 @@ class TransformCoder:
 
         def decode(tile_streams: tuple[bytes, ...]) -> tuple[np.ndarray, int]:
             reconstruction, symbols = transform_coding.decode(tile_streams[0], bands, tile_shape)
-            return reconstruction, symbol_checksum(symbols)
+            return reconstruction, symbol_checksum(*symbols)
 
         decoded = map_tiles(decode, streams)
         return torch.from_numpy(np.stack([r for r, _ in decoded])), [c for _, c in decoded]
