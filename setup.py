@@ -7,7 +7,6 @@ the same IEEE operations on every machine (the format's decoded values must not 
 
 import sys
 
-import numpy
 from Cython.Build import cythonize
 from setuptools import Extension, setup
 
@@ -15,6 +14,6 @@ NO_CONTRACTION = ["/fp:precise"] if sys.platform == "win32" else ["-O3", "-ffp-c
 
 setup(ext_modules=cythonize(
     [Extension("numcodec_plugin._kernels", ["numcodec_plugin/_kernels.pyx"], language="c++",
-               include_dirs=[numpy.get_include()], extra_compile_args=NO_CONTRACTION)],
+               extra_compile_args=NO_CONTRACTION)],
     language_level=3,
 ))

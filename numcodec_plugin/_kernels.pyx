@@ -10,15 +10,12 @@ for speed: the numpy versions made a 12 x 256 x 256 tile cost 4-10 numpy passes 
 
 import numpy as np
 
-cimport numpy as cnp
 from cython cimport floating
 from libc.math cimport fabs, floor, rint
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libcpp.algorithm cimport nth_element
-
-cnp.import_array()
 
 #: lifting steps of the irreversible 9/7 (predict, update, predict, update) and its scaling of the two halves
 CDF97_STEPS = (-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971)

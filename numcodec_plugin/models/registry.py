@@ -5,8 +5,8 @@ Names:
 * ``"klt-wavelet-v2"`` (:data:`DEFAULT_MODEL`): the classical transform coder
   (:mod:`numcodec_plugin.models.transform_coder`: per-tile spectral KLT, 9/7 wavelet, dead-zone
   quantiser, tabled Laplace laws, compiled inner loops), qualities -3..8 with the bundled network's
-  lambdas. The default since session 16: it codes 0.1% more bits than the hybrid below at twice to
-  three times its encode speed (docs/benchmarks/rd.md, codec_speed.md).
+  lambdas. The default since session 16: it codes 0.1% more bits than the hybrid below at four to
+  six times its encode speed (docs/benchmarks/rd.md, codec_speed.md, hybrid-speed/codec_speed.md).
 * ``"tec-s2-hybrid-v2"``: per chunk, the cheaper (``lambda * D + R``) of ``tec-s2-gain-v3`` and
   ``klt-wavelet-v2`` at the same quality; a chunk's header names the one that coded it
   (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`). Qualities -3..8: below -1, the
