@@ -20,8 +20,10 @@ from libcpp.algorithm cimport nth_element
 #: lifting steps of the irreversible 9/7 (predict, update, predict, update) and its scaling of the two halves
 CDF97_STEPS = (-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971)
 CDF97_SCALE = 1.230174104914001
-cdef double[4] _STEPS = [-1.586134342059924, -0.052980118572961, 0.882911075530934, 0.443506852043971]
-cdef double _SCALE = 1.230174104914001
+cdef double _STEPS[4]
+cdef double _SCALE = CDF97_SCALE
+for _i in range(4):
+    _STEPS[_i] = CDF97_STEPS[_i]
 cdef enum:
     _BLOCK = 512
     _SPECTRAL_BLOCK = 256

@@ -69,9 +69,8 @@ def _contexts(index: int, coded: list[np.ndarray], shape: tuple[int, ...], wide:
     siblings = coded[1 + 3 * ((index - 1) // 3):index] if wide and index else []
     if (parent is None and not siblings) or not np.prod(shape):
         return np.zeros(shape, np.uint8)
-    planes = [_planes(band) for band in ([] if parent is None else [parent]) + siblings]
-    classes = _kernels.context_classes(planes[0] if parent is not None else None,
-                                       planes[1:] if parent is not None else planes, shape[-2], shape[-1], wide)
+    classes = _kernels.context_classes(None if parent is None else _planes(parent), [_planes(s) for s in siblings],
+                                       shape[-2], shape[-1], wide)
     return classes.reshape(shape)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from numcodec_plugin import bitstream, engine, subband_coding, transform_coding, wavelet
 from numcodec_plugin.errors import BitstreamError, EntropyModelMismatchError
+from numcodec_plugin.models.registry import load_model
 
 
 def _psnr(decoded: np.ndarray, original: np.ndarray) -> float:
@@ -26,6 +27,17 @@ def test_transform_coder_rate_and_psnr_rise_with_quality(s2_scene: np.ndarray) -
     assert [p[0] for p in points] == sorted(p[0] for p in points)
     assert [p[1] for p in points] == sorted(p[1] for p in points)
     assert points[-1][1] > 45
+
+
+def test_the_engine_fits_no_low_pass_correction_to_the_transform_coder(s2_scene: np.ndarray) -> None:
+    """The transform coder declines the low-pass layer (its LL subband codes the low frequencies); the
+    network takes it on the same tile and quality, and the spectral layer stays open to both."""
+    assert not load_model("klt-wavelet-v2").lowpass_correction and load_model("tec-s2-gain-v3").lowpass_correction
+    chunk = np.ascontiguousarray(s2_scene[:, :256, :256])
+    tiles = bitstream.unpack(engine.encode(chunk, engine.EncodeSettings(model="klt-wavelet-v2", quality=5.0))).tiles
+    assert all(tile.correction is None for tile in tiles) and any(tile.spectral is not None for tile in tiles)
+    network = bitstream.unpack(engine.encode(chunk, engine.EncodeSettings(model="tec-s2-gain-v3", quality=5.0))).tiles
+    assert any(tile.correction is not None for tile in network)
 
 
 def test_a_damaged_transform_coded_tile_is_refused(s2_scene: np.ndarray) -> None:
