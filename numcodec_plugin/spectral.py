@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numcodec_plugin import _kernels
+from numcodec_plugin import kernels
 from numcodec_plugin.lowpass import DN_PER_REFLECTANCE_SQUARED
 from numcodec_plugin.models.entropy_coding import (
     decode_laplace_rows,
@@ -76,10 +76,10 @@ def apply(correction: SpectralCorrection, reconstruction: np.ndarray, centre: np
     """The (bands, th, tw) reconstruction (DN) after ``correction``: whole DN, float64.
 
     ``R - rint(K (R - c) / 2**a) - b`` with ``R`` the reconstruction rounded to whole DN and clipped to
-    +-VALUE_LIMIT, one pixel at a time (compiled: :func:`numcodec_plugin._kernels.spectral_map`);
+    +-VALUE_LIMIT, one pixel at a time (compiled: :func:`numcodec_plugin.kernels.spectral_map`);
     whole numbers throughout, so exact in float64."""
     weights, offsets = correction.coefficients(reconstruction.shape[0])
-    return _kernels.spectral_map(_floats(reconstruction), np.ascontiguousarray(weights),
+    return kernels.spectral_map(_floats(reconstruction), np.ascontiguousarray(weights),
                                  np.ascontiguousarray(offsets), 2.0 ** -correction.step_log2,
                                  np.ascontiguousarray(centre, np.float64), float(VALUE_LIMIT))
 

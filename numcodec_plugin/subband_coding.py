@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from numcodec_plugin import _kernels
+from numcodec_plugin import kernels
 from numcodec_plugin.errors import EntropyModelMismatchError
 from numcodec_plugin.models.entropy_coding import (
     LaplaceDecoder,
@@ -62,14 +62,14 @@ def _contexts(index: int, coded: list[np.ndarray], shape: tuple[int, ...], wide:
     upsampled parent magnitudes; with ``wide``, of the parent's 3 x 3 neighbourhood sum of magnitudes
     plus nine times those of the coefficients at the same place in the level's orientations coded
     before (HL for LH, HL and LH for HH), integers throughout (compiled:
-    :func:`numcodec_plugin._kernels.context_classes`). Where neither exists (LL; HL of the coarsest
+    :func:`numcodec_plugin.kernels.context_classes`). Where neither exists (LL; HL of the coarsest
     level) every coefficient is class 0.
     """
     parent = coded[index - 3] if index >= 4 else None
     siblings = coded[1 + 3 * ((index - 1) // 3):index] if wide and index else []
     if (parent is None and not siblings) or not np.prod(shape):
         return np.zeros(shape, np.uint8)
-    classes = _kernels.context_classes(None if parent is None else _planes(parent), [_planes(s) for s in siblings],
+    classes = kernels.context_classes(None if parent is None else _planes(parent), [_planes(s) for s in siblings],
                                        shape[-2], shape[-1], wide)
     return classes.reshape(shape)
 
@@ -81,7 +81,7 @@ def _planes(band: np.ndarray, dtype: type = np.int64) -> np.ndarray:
 
 def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """(frames, bands, CONTEXTS) byte indexes of the Laplace scales of one subband's high parts."""
-    sums, counts = _kernels.class_magnitudes(_planes(band), _planes(classes, np.uint8), CONTEXTS)
+    sums, counts = kernels.class_magnitudes(_planes(band), _planes(classes, np.uint8), CONTEXTS)
     mean_abs = sums / np.maximum(counts, 1)
     return laplace_scale_index(mean_abs).reshape(band.shape[:2] + (CONTEXTS,))
 
@@ -89,13 +89,13 @@ def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
 def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Per-coefficient Laplace scale bytes from (frames, bands, CONTEXTS) bytes and the context classes."""
     table = np.ascontiguousarray(index.reshape(-1, CONTEXTS), np.uint8)
-    return _kernels.class_entries(table, _planes(classes, np.uint8)).reshape(classes.shape)
+    return kernels.class_entries(table, _planes(classes, np.uint8)).reshape(classes.shape)
 
 
 def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(shift, high, low) of one subband: high parts fit the Laplace coder, low bits go uniform
     (None where every shift is 0, the usual case: the subband is its own high part)."""
-    widest = _kernels.largest_magnitudes(_planes(band)).reshape(band.shape[:2])
+    widest = kernels.largest_magnitudes(_planes(band)).reshape(band.shape[:2])
     shift = np.maximum(0, np.ceil(np.log2(widest + 1)).astype(np.int64) - _HIGH_BITS).astype(np.uint8)
     if not shift.any():
         return shift, band, None

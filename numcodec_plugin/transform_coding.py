@@ -17,7 +17,7 @@ wins, :func:`numcodec_plugin.engine.encode_many`). Per tile, the encoder:
 
 The decoder dequantises to ``sign(q) (|q| + RECONSTRUCTION) s``, inverts the wavelet and applies the
 basis and means, all in float64 one element-wise operation at a time in a fixed order: every machine
-computes the same values. The loops over elements are compiled (:mod:`numcodec_plugin._kernels`).
+computes the same values. The loops over elements are compiled (:mod:`numcodec_plugin.kernels`).
 
 Only the components up to the last one with a non-zero coefficient are coded (at low rates the
 weak ones quantise to nothing, and their basis rows would be most of the stream).
@@ -36,7 +36,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from numcodec_plugin import _kernels, wavelet
+from numcodec_plugin import kernels, wavelet
 from numcodec_plugin.bitstream import Reader, signed_varint, varint
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.subband_coding import CONTEXTS, NO_PREDICTOR, CodedSubbands, decode_subbands, encode_subbands
@@ -92,7 +92,7 @@ def _synthesise(components: np.ndarray, means: np.ndarray, basis: np.ndarray) ->
     """Bands = stored basis (columns: components) applied to the components, plus the means: float64,
     one multiply and one add per component in order, the same bits on any machine; stored as float32."""
     weights = np.ascontiguousarray(basis, np.float64) / BASIS_SCALE  # (components, bands)
-    return _kernels.synthesise(np.ascontiguousarray(components), np.ascontiguousarray(means, np.int64), weights)
+    return kernels.synthesise(np.ascontiguousarray(components), np.ascontiguousarray(means, np.int64), weights)
 
 
 def encode(dn: np.ndarray, step: float) -> tuple[bytes, list[np.ndarray], np.ndarray]:
@@ -108,7 +108,7 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, list[np.ndarray], np.nda
         basis = (np.eye(bands) * BASIS_SCALE).astype(np.int8)
         components = centred
     subbands = wavelet.forward(components.reshape(1, bands, height, width), LEVELS, irreversible=True)
-    symbols = [_kernels.quantise(c[0], s, ROUNDING)[None]
+    symbols = [kernels.quantise(c[0], s, ROUNDING)[None]
                for c, s in zip(subbands, _subband_steps(step_size(index), height, width))]
     nonzero = np.flatnonzero(np.any([np.any(q[0] != 0, axis=(-2, -1)) for q in symbols], axis=0))
     kept = int(nonzero[-1]) + 1 if nonzero.size else 1
@@ -126,7 +126,7 @@ def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis
                  tile_shape: tuple[int, int]) -> np.ndarray:
     """The tile (float32 DN) of the quantised subbands of the kept components, their basis rows and the means."""
     steps = _subband_steps(step_size(index), *tile_shape)
-    subbands = [_kernels.dequantise(np.ascontiguousarray(q[0]), s, RECONSTRUCTION)[None] for q, s in zip(symbols, steps)]
+    subbands = [kernels.dequantise(np.ascontiguousarray(q[0]), s, RECONSTRUCTION)[None] for q, s in zip(symbols, steps)]
     return _synthesise(wavelet.inverse(subbands, LEVELS, irreversible=True)[0], means, basis)
 
 

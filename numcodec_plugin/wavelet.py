@@ -6,7 +6,7 @@ reconstruction is spatially smooth where the network missed low frequencies, and
 missed texture; the subbands separate the two, and integer lifting is exactly invertible for any
 length, odd ones included. The transform coder (:mod:`numcodec_plugin.transform_coding`) codes with
 the 9/7, which compacts smooth imagery better at a given distortion; its lifting is compiled
-(:func:`numcodec_plugin._kernels.forward97`) and computes in float64 with one IEEE operation at a
+(:func:`numcodec_plugin.kernels.forward97`) and computes in float64 with one IEEE operation at a
 time in a fixed order, so every machine computes the same bits.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from numcodec_plugin import _kernels
+from numcodec_plugin import kernels
 
 MAX_LEVELS = 3
 
@@ -89,7 +89,7 @@ def forward(image: np.ndarray, levels: int, irreversible: bool = False) -> list[
     if irreversible:
         low = _planes(image)
         for _ in range(levels):
-            ll, hl, lh, hh = _kernels.forward97(low)
+            ll, hl, lh, hh = kernels.forward97(low)
             details = [hl, lh, hh] + details
             low = ll
         return [band.reshape(image.shape[:-2] + band.shape[-2:]) for band in [low] + details]
@@ -111,7 +111,7 @@ def inverse(subbands: list[np.ndarray], levels: int, irreversible: bool = False)
         planes = [_planes(band) for band in subbands]
         low = planes[0]
         for level in range(levels):
-            low = _kernels.inverse97(low, *planes[1 + 3 * level: 4 + 3 * level])
+            low = kernels.inverse97(low, *planes[1 + 3 * level: 4 + 3 * level])
         return low.reshape(leading + low.shape[-2:])
     for level in range(levels):
         hl, lh, hh = subbands[1 + 3 * level: 4 + 3 * level]

@@ -1,18 +1,28 @@
 """The compiled kernels compute exactly (bit for bit) what the numpy expressions they replace compute.
 
 The oracles below are the numpy code the transform coder ran before the kernels (session 16); the
-release fixtures (test_release_chunks.py) check the same end to end on real chunks.
+release fixtures (test_release_chunks.py) check the same end to end on real chunks. Every test runs
+on each build this machine can run (the baseline and, on an x86-64 CPU with AVX2, the AVX2 build),
+so the builds compute the same bits as numpy and hence as each other.
 """
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+from types import ModuleType
+
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from numcodec_plugin import _kernels, spectral, wavelet
+from numcodec_plugin import _kernels, kernels, spectral, wavelet
 
 STEPS, SCALE = _kernels.CDF97_STEPS, _kernels.CDF97_SCALE
+BUILDS = pytest.mark.parametrize("build", list(kernels.AVAILABLE.values()), ids=list(kernels.AVAILABLE))
 
 
 def _lift(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
@@ -30,33 +40,36 @@ def _lift(x: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
             np.ascontiguousarray(np.moveaxis(high * SCALE, 0, axis)))
 
 
+@BUILDS
 @settings(max_examples=150, deadline=None)
 @given(height=st.integers(1, 40), width=st.integers(1, 40), planes=st.integers(1, 3), seed=st.integers(0, 10**6))
-def test_one_level_of_the_compiled_9_7_is_numpys_lifting(height: int, width: int, planes: int, seed: int) -> None:
+def test_one_level_of_the_compiled_9_7_is_numpys_lifting(build: ModuleType, height: int, width: int, planes: int, seed: int) -> None:
     image = np.random.default_rng(seed).normal(0.0, 3000.0, (planes, height, width))
     rows_low, rows_high = _lift(image, -1)
     ll, lh = _lift(rows_low, -2)
     hl, hh = _lift(rows_high, -2)
-    for got, expected in zip(_kernels.forward97(image), (ll, hl, lh, hh)):
+    for got, expected in zip(build.forward97(image), (ll, hl, lh, hh)):
         np.testing.assert_array_equal(got, expected)
-    inverse = _kernels.inverse97(ll, hl, lh, hh)
+    inverse = build.inverse97(ll, hl, lh, hh)
     np.testing.assert_allclose(inverse, image, atol=1e-8)
     assert [b.shape[-2:] for b in wavelet.forward(image, 1, irreversible=True)] == wavelet.subband_shapes(height, width, 1)
 
 
+@BUILDS
 @settings(max_examples=100, deadline=None)
 @given(seed=st.integers(0, 10**6), step=st.floats(0.5, 500.0))
-def test_the_quantisers_are_their_numpy_expressions(seed: int, step: float) -> None:
+def test_the_quantisers_are_their_numpy_expressions(build: ModuleType, seed: int, step: float) -> None:
     rng = np.random.default_rng(seed)
     c = rng.laplace(0.0, step, (2, 17, 23)) * (rng.random((2, 17, 23)) < 0.7)
-    np.testing.assert_array_equal(_kernels.quantise(c, step, 0.3),
+    np.testing.assert_array_equal(build.quantise(c, step, 0.3),
                                   (np.sign(c) * np.floor(np.abs(c) / step + 0.3)).astype(np.int64))
     q = rng.integers(-5000, 5000, (2, 17, 23)) * (rng.random((2, 17, 23)) < 0.5)
-    np.testing.assert_array_equal(_kernels.dequantise(q, step, 0.1), np.sign(q) * (np.abs(q) + 0.1) * step)
-    np.testing.assert_array_equal(_kernels.largest_magnitudes(q), np.abs(q).max(axis=(1, 2)))
+    np.testing.assert_array_equal(build.dequantise(q, step, 0.1), np.sign(q) * (np.abs(q) + 0.1) * step)
+    np.testing.assert_array_equal(build.largest_magnitudes(q), np.abs(q).max(axis=(1, 2)))
 
 
-def test_synthesis_adds_the_components_in_order_in_float64() -> None:
+@BUILDS
+def test_synthesis_adds_the_components_in_order_in_float64(build: ModuleType) -> None:
     rng = np.random.default_rng(3)
     components = rng.normal(0.0, 2000.0, (5, 33, 700))  # more pixels than one block
     means, weights = rng.integers(-3000, 9000, 7), rng.integers(-127, 128, (5, 7)) / 127
@@ -64,7 +77,7 @@ def test_synthesis_adds_the_components_in_order_in_float64() -> None:
     expected[:] = means[:, None, None].astype(np.float64)
     for k in range(5):
         expected += weights[k][:, None, None] * components[k]
-    np.testing.assert_array_equal(_kernels.synthesise(components, means, weights), expected.astype(np.float32))
+    np.testing.assert_array_equal(build.synthesise(components, means, weights), expected.astype(np.float32))
 
 
 def _classes(parent: np.ndarray | None, siblings: list[np.ndarray], shape: tuple[int, int], wide: bool) -> np.ndarray:
@@ -85,11 +98,12 @@ def _classes(parent: np.ndarray | None, siblings: list[np.ndarray], shape: tuple
     return ((magnitude > low[:, None, None]).astype(np.uint8) + (magnitude > high[:, None, None])).astype(np.uint8)
 
 
+@BUILDS
 @settings(max_examples=300, deadline=None)
 @given(height=st.integers(1, 40), width=st.integers(1, 40), planes=st.integers(1, 3), seed=st.integers(0, 10**6),
        scale=st.sampled_from([0.01, 0.5, 3.0, 200.0, 1e6]), wide=st.booleans(), has_parent=st.booleans(),
        sibling_count=st.integers(0, 2))
-def test_context_classes_are_numpys_terciles(height: int, width: int, planes: int, seed: int, scale: float, wide: bool,
+def test_context_classes_are_numpys_terciles(build: ModuleType, height: int, width: int, planes: int, seed: int, scale: float, wide: bool,
                                              has_parent: bool, sibling_count: int) -> None:
     """Small and huge magnitudes take the histogram and the selection path; ties and odd sizes included."""
     rng = np.random.default_rng(seed)
@@ -98,36 +112,39 @@ def test_context_classes_are_numpys_terciles(height: int, width: int, planes: in
                 .astype(np.int64) for _ in range(sibling_count)]
     if not has_parent and not siblings:
         has_parent = True
-    got = _kernels.context_classes(parent if has_parent else None, siblings, height, width, wide)
+    got = build.context_classes(parent if has_parent else None, siblings, height, width, wide)
     np.testing.assert_array_equal(got, _classes(parent if has_parent else None, siblings, (height, width), wide))
 
 
-def test_grouping_by_entry_is_a_stable_sort() -> None:
+@BUILDS
+def test_grouping_by_entry_is_a_stable_sort(build: ModuleType) -> None:
     entries = np.random.default_rng(5).integers(0, 40, 100_000).astype(np.uint8)
-    order, counts = _kernels.group_by_entry(entries)
+    order, counts = build.group_by_entry(entries)
     np.testing.assert_array_equal(order, np.argsort(entries, kind="stable"))
     np.testing.assert_array_equal(counts, np.bincount(entries, minlength=256))
 
 
-def test_grouped_bins_escape_beyond_the_radius_and_come_back() -> None:
+@BUILDS
+def test_grouped_bins_escape_beyond_the_radius_and_come_back(build: ModuleType) -> None:
     rng = np.random.default_rng(6)
     entries = rng.integers(0, 4, 5000).astype(np.uint8)
     radii = np.array([1, 2, 5, 9], np.int32)
     values = np.rint(rng.laplace(0, 3, 5000)).astype(np.int64)
-    order, counts = _kernels.group_by_entry(entries)
-    bins, escaped = _kernels.grouped_bins(values, order, counts[:4], radii)
+    order, counts = build.group_by_entry(entries)
+    bins, escaped = build.grouped_bins(values, order, counts[:4], radii)
     radius = radii[entries[order]]
     outside = np.abs(values[order]) > radius
     np.testing.assert_array_equal(bins, np.where(outside, 2 * radius + 1, values[order] + radius))
     np.testing.assert_array_equal(escaped, values[order][outside])
-    decoded, positions = _kernels.grouped_values(bins, counts[:4], radii, order)
+    decoded, positions = build.grouped_values(bins, counts[:4], radii, order)
     decoded[positions] = escaped
     np.testing.assert_array_equal(decoded, values)
 
 
+@BUILDS
 @settings(max_examples=50, deadline=None)
 @given(seed=st.integers(0, 10**6), step_log2=st.integers(4, 12), single=st.booleans())
-def test_the_spectral_map_is_numpys_whole_number_arithmetic(seed: int, step_log2: int, single: bool) -> None:
+def test_the_spectral_map_is_numpys_whole_number_arithmetic(build: ModuleType, seed: int, step_log2: int, single: bool) -> None:
     rng = np.random.default_rng(seed)
     reconstruction = rng.normal(3000, 4000, (4, 19, 31)).astype(np.float32 if single else np.float64)
     weights, offsets = rng.integers(-2000, 2000, (4, 4)).astype(np.float64), rng.integers(-50, 50, 4).astype(np.float64)
@@ -135,5 +152,16 @@ def test_the_spectral_map_is_numpys_whole_number_arithmetic(seed: int, step_log2
     rounded = np.clip(np.rint(reconstruction.astype(np.float64)), -spectral.VALUE_LIMIT, spectral.VALUE_LIMIT)
     correction = np.rint((weights @ (rounded.reshape(4, -1) - centre[:, None])) * 2.0 ** -step_log2) + offsets[:, None]
     expected = rounded - correction.reshape(rounded.shape)
-    got = _kernels.spectral_map(reconstruction, weights, offsets, 2.0 ** -step_log2, centre, float(spectral.VALUE_LIMIT))
+    got = build.spectral_map(reconstruction, weights, offsets, 2.0 ** -step_log2, centre, float(spectral.VALUE_LIMIT))
     np.testing.assert_array_equal(got, expected)
+
+
+def test_the_fastest_build_this_cpu_runs_is_selected_and_the_environment_can_force_the_baseline() -> None:
+    if platform.machine().lower() in ("x86_64", "amd64") and sys.platform != "win32" and _kernels.cpu_has_avx2():
+        assert "avx2" in kernels.AVAILABLE, "setup.py builds _kernels_avx2 on x86-64; this install lacks it"
+    expected = "baseline" if os.environ.get("TERRACODEC_KERNELS") == "baseline" else list(kernels.AVAILABLE)[-1]
+    assert kernels.SELECTED == expected
+    script = "from numcodec_plugin import kernels; print(kernels.SELECTED, kernels.synthesise.__module__)"
+    forced = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TERRACODEC_KERNELS="baseline"),
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert forced == ["baseline", "numcodec_plugin._kernels"]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import constriction
 import numpy as np
 
-from numcodec_plugin._kernels import group_by_entry, grouped_bins, grouped_values
+from numcodec_plugin.kernels import group_by_entry, grouped_bins, grouped_values
 from numcodec_plugin.errors import BitstreamError
 
 #: latent symbols are clipped to +-LATENT_LIMIT (far beyond the values the models produce); every
@@ -186,7 +186,7 @@ class ScaleTable:
 
 def _grouped(entries: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The raster positions of uint8 ``entries`` sorted by entry (stable) and the count of each entry
-    of the table of ``radii`` (a compiled counting sort: :func:`numcodec_plugin._kernels.group_by_entry`)."""
+    of the table of ``radii`` (a compiled counting sort: :func:`numcodec_plugin.kernels.group_by_entry`)."""
     order, counts = group_by_entry(np.ascontiguousarray(entries, np.uint8))
     if counts[len(radii):].any():
         raise ValueError(f"entries beyond the {len(radii)} of the table")
