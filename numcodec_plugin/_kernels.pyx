@@ -14,10 +14,11 @@ import numpy as np
 
 from cython cimport floating
 from libc.math cimport fabs, floor, rint
-from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy
 from libcpp.algorithm cimport nth_element
+from libcpp.vector cimport vector
 
 cdef extern from *:
     """
@@ -624,3 +625,164 @@ def largest_magnitudes(const int64_t[:, :, ::1] planes):
                 m = v if v > m else m
             largest[k] = m
     return out
+
+
+# --- rANS: the subband coder of klt-wavelet-v3 -------------------------------------------------------
+# 64-bit state, 32-bit words, probabilities in 24-bit fixed point (the layout of constriction's ANS
+# coder, written here so that the decoder can look up each symbol's law from its context class as it goes).
+# A law is a cumulative table ``cdf[0..n]`` (cdf[0] = 0, cdf[n] = 2**24, every frequency >= 1) over the
+# symbols 0, -1, +1, -2, +2, ..., -R, +R and an escape (index 2R + 1), most probable first; an escaped
+# value follows as 16 uniform bits (its zigzag code).
+
+cdef enum:
+    RANS_PRECISION = 24
+    _ESCAPE_BITS = 16
+cdef uint64_t _RANS_LOW = (<uint64_t>1) << 32
+cdef uint32_t _RANS_MASK = ((<uint32_t>1) << RANS_PRECISION) - 1
+
+
+cdef inline uint32_t _zigzag(int64_t v) noexcept nogil:
+    return <uint32_t>((v << 1) ^ (v >> 63))
+
+
+cdef inline int64_t _unzigzag(uint32_t z) noexcept nogil:
+    return <int64_t>(z >> 1) ^ -(<int64_t>(z & 1))
+
+
+cdef inline void _rans_push(uint64_t* state, vector[uint32_t]* words, uint32_t start, uint32_t frequency) noexcept nogil:
+    cdef uint64_t x = state[0]
+    if x >= ((_RANS_LOW >> RANS_PRECISION) << 32) * frequency:
+        words.push_back(<uint32_t>x)
+        x >>= 32
+    state[0] = ((x // frequency) << RANS_PRECISION) + (x % frequency) + start
+
+
+def rans_encode(list pieces, const uint32_t[::1] cdf, const int64_t[::1] offsets, const int32_t[::1] radii):
+    """The rANS stream of ``pieces``: (values (planes, y, x) int64, classes (planes, y, x) uint8, table
+    (planes, classes) uint8) in decoding order, each value coded under the law of scale byte
+    ``table[plane, class]`` (``cdf[offsets[byte]:]``, radius ``radii[byte]``); byte 0 codes nothing
+    (every value of such a class must be 0). Raises ValueError on a value the format cannot hold."""
+    cdef vector[uint32_t] words
+    cdef uint64_t state = _RANS_LOW
+    cdef Py_ssize_t p, i, n, planes, width
+    cdef int64_t v
+    cdef uint32_t z, index, radius
+    cdef uint8_t entry
+    cdef const int64_t[:, :, ::1] values
+    cdef const uint8_t[:, :, ::1] classes
+    cdef const uint8_t[:, ::1] table
+    cdef const int64_t* row
+    cdef const uint8_t* row_classes
+    cdef const uint32_t* law
+    cdef int bad = 0
+    for piece in reversed(pieces):
+        values, classes, table = piece
+        planes, n, width = values.shape[0], values.shape[1] * values.shape[2], table.shape[1]
+        with nogil:
+            for p in range(planes - 1, -1, -1):
+                row, row_classes = &values[p, 0, 0], &classes[p, 0, 0]
+                for i in range(n - 1, -1, -1):
+                    entry = table[p, row_classes[i]] if row_classes[i] < width else 0
+                    v = row[i]
+                    if entry == 0:
+                        bad |= v != 0
+                        continue
+                    if v <= -(1 << 15) or v >= (1 << 15):
+                        bad = 1
+                        continue
+                    radius = <uint32_t>radii[entry]
+                    law = &cdf[offsets[entry]]
+                    z = _zigzag(v)
+                    if z > 2 * radius:
+                        _rans_push(&state, &words, z << (RANS_PRECISION - _ESCAPE_BITS), 1 << (RANS_PRECISION - _ESCAPE_BITS))
+                        index = 2 * radius + 1
+                    else:
+                        index = z
+                    _rans_push(&state, &words, law[index], law[index + 1] - law[index])
+        if bad:
+            raise ValueError("a value outside +-2**15, a class beyond its table, or a non-zero value in an all-zero class")
+    words.push_back(<uint32_t>state)
+    words.push_back(<uint32_t>(state >> 32))
+    out = np.empty(words.size(), "<u4")
+    cdef uint32_t[::1] view = out
+    for i in range(<Py_ssize_t>words.size()):
+        view[i] = words[words.size() - 1 - i]
+    return out.tobytes()
+
+
+cdef class RansDecoder:
+    """Reads a :func:`rans_encode` stream piece by piece, in the order it was encoded, so the classes of
+    a later piece may depend on the values of earlier ones. Any byte string decodes to some values
+    without reading out of bounds; :meth:`finished` says whether it was a complete, exact stream."""
+
+    cdef const uint32_t[::1] _words
+    cdef Py_ssize_t _position
+    cdef uint64_t _state
+    cdef bint _overrun
+
+    def __init__(self, const uint32_t[::1] words):
+        self._words = words
+        self._position = 0
+        self._overrun = False
+        self._state = (<uint64_t>self._next() << 32) | self._next()
+
+    cdef inline uint32_t _next(self) noexcept nogil:
+        if self._position >= self._words.shape[0]:
+            self._overrun = True
+            return 0
+        self._position += 1
+        return self._words[self._position - 1]
+
+    def decode(self, const uint8_t[:, :, ::1] classes, const uint8_t[:, ::1] table, const uint32_t[::1] cdf,
+               const int64_t[::1] offsets, const int32_t[::1] radii):
+        """The next piece: (planes, y, x) int64 values of the context ``classes`` under ``table``."""
+        cdef Py_ssize_t planes = classes.shape[0], n = classes.shape[1] * classes.shape[2], width = table.shape[1]
+        out = np.zeros((planes, classes.shape[1], classes.shape[2]), np.int64)
+        cdef int64_t[:, :, ::1] values = out
+        cdef Py_ssize_t p, i, low, high, middle, count
+        cdef uint64_t x = self._state
+        cdef uint32_t slot, s, radius
+        cdef uint8_t entry
+        cdef const uint32_t* law
+        cdef const uint8_t* row_classes
+        cdef int64_t* row
+        with nogil:
+            for p in range(planes):
+                row, row_classes = &values[p, 0, 0], &classes[p, 0, 0]
+                for i in range(n):
+                    entry = table[p, row_classes[i]] if row_classes[i] < width else 0
+                    if entry == 0:
+                        continue
+                    radius = <uint32_t>radii[entry]
+                    law = &cdf[offsets[entry]]
+                    count = 2 * radius + 2
+                    slot = <uint32_t>x & _RANS_MASK
+                    s = 0
+                    while s < 8 and s + 1 < count and law[s + 1] <= slot:  # most values are among the first few
+                        s += 1
+                    if s == 8 and law[s + 1] <= slot:
+                        low, high = s + 1, count - 1  # the symbol is the last index in [low, high] with law[.] <= slot
+                        while low < high:
+                            middle = (low + high + 1) >> 1
+                            if law[middle] <= slot:
+                                low = middle
+                            else:
+                                high = middle - 1
+                        s = <uint32_t>low
+                    x = (law[s + 1] - law[s]) * (x >> RANS_PRECISION) + slot - law[s]
+                    if x < _RANS_LOW:
+                        x = (x << 32) | self._next()
+                    if s == 2 * radius + 1:  # escape: 16 uniform bits follow
+                        slot = <uint32_t>x & _RANS_MASK
+                        row[i] = _unzigzag(slot >> (RANS_PRECISION - _ESCAPE_BITS))
+                        x = (x >> RANS_PRECISION) * (1 << (RANS_PRECISION - _ESCAPE_BITS)) + (slot & ((1 << (RANS_PRECISION - _ESCAPE_BITS)) - 1))
+                        if x < _RANS_LOW:
+                            x = (x << 32) | self._next()
+                    else:
+                        row[i] = _unzigzag(s)
+        self._state = x
+        return out
+
+    def finished(self) -> bool:
+        """Whether every word was read, none beyond, and the state is back where the encoder began."""
+        return not self._overrun and self._position == self._words.shape[0] and self._state == _RANS_LOW

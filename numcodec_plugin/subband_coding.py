@@ -13,6 +13,8 @@ order, is coded as follows:
    level coarser; optionally with its neighbours and the coefficient's coded siblings), which the
    decoder knows from the subbands it decoded before. Each scale is one byte per
    frame, band, subband and class (``2^((i - 96) / 16)``); the low bits are coded uniformly.
+   With ``rans`` the same laws are coded by the compiled rANS coder instead
+   (:mod:`numcodec_plugin.models.laplace_rans`), and byte 0 marks a class with only zeros, not coded.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 
 from numcodec_plugin import kernels
 from numcodec_plugin.errors import EntropyModelMismatchError
+from numcodec_plugin.models import laplace_rans
 from numcodec_plugin.models.entropy_coding import (
     LaplaceDecoder,
     LaplaceTableDecoder,
@@ -79,11 +82,14 @@ def _planes(band: np.ndarray, dtype: type = np.int64) -> np.ndarray:
     return np.ascontiguousarray(band.reshape((int(np.prod(band.shape[:-2])),) + band.shape[-2:]), dtype)
 
 
-def _scale_index(band: np.ndarray, classes: np.ndarray) -> np.ndarray:
-    """(frames, bands, CONTEXTS) byte indexes of the Laplace scales of one subband's high parts."""
+def _scale_index(band: np.ndarray, classes: np.ndarray, zero_byte: bool = False) -> np.ndarray:
+    """(frames, bands, CONTEXTS) byte indexes of the Laplace scales of one subband's high parts; with
+    ``zero_byte``, 0 for the classes with no non-zero coefficient and at least 1 for the others."""
     sums, counts = kernels.class_magnitudes(_planes(band), _planes(classes, np.uint8), CONTEXTS)
-    mean_abs = sums / np.maximum(counts, 1)
-    return laplace_scale_index(mean_abs).reshape(band.shape[:2] + (CONTEXTS,))
+    index = laplace_scale_index(sums / np.maximum(counts, 1))
+    if zero_byte:
+        index = np.where(sums > 0, np.maximum(index, 1), 0).astype(np.uint8)
+    return index.reshape(band.shape[:2] + (CONTEXTS,))
 
 
 def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -150,7 +156,7 @@ def _unpredict(errors: np.ndarray, source: np.ndarray, weight: np.ndarray) -> np
 
 
 def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bool = False,
-                    wide_contexts: bool = False) -> CodedSubbands:
+                    wide_contexts: bool = False, rans: bool = False) -> CodedSubbands:
     """Code int64 ``subbands`` (the module docstring's steps; spectral prediction only if ``predict``).
 
     ``tabled`` codes the high parts with :func:`~numcodec_plugin.models.entropy_coding.encode_laplace_table`
@@ -158,8 +164,11 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
     :func:`~numcodec_plugin.models.entropy_coding.encode_laplace`; ``wide_contexts`` classes them by
     their parent's neighbourhood and their siblings too (:func:`_contexts`). ``klt-wavelet-v2`` uses
     both (about 26 and 1 points of its BD-rate against JPEG 2000 in the model card's development history), the
-    error-bounded layer neither (its chunk formats predate them)."""
+    error-bounded layer neither (its chunk formats predate them). ``rans`` (``klt-wavelet-v3``, with
+    both) codes the same tabled laws with :mod:`numcodec_plugin.models.laplace_rans`: scale byte 0 marks
+    a class of zeros, which costs nothing to decode."""
     shifts, highs, lows, scale_indexes, coefficient_indexes, sizes, sources, weights = [], [], [], [], [], [], [], []
+    pieces = []
     for i, coefficients in enumerate(subbands):
         if predict:
             band, source, weight = _predict(coefficients)
@@ -171,16 +180,21 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
         weights.append(weight)
         shift, high, low = _split(band)
         classes = _contexts(i, highs, high.shape, wide_contexts)
-        index = _scale_index(high, classes)
+        index = _scale_index(high, classes, zero_byte=rans)
         shifts.append(shift)
         scale_indexes.append(index)
         highs.append(high)
-        coefficient_indexes.append(_coefficient_index(index, classes))
+        if rans:
+            pieces.append((_planes(high), _planes(classes, np.uint8), index.reshape(-1, CONTEXTS)))
+        else:
+            coefficient_indexes.append(_coefficient_index(index, classes))
         if low is not None:
             size = _low_sizes(shift, band.shape)
             lows.append(low[size > 1])
             sizes.append(size[size > 1])
-    if tabled:
+    if rans:
+        high_stream = laplace_rans.encode(pieces)
+    elif tabled:
         high_stream = encode_laplace_table(list(zip(highs, coefficient_indexes)))
     else:
         high_stream = encode_laplace(np.concatenate([h.reshape(-1) for h in highs]),
@@ -191,17 +205,25 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
 
 
 def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]], tabled: bool = False,
-                    wide_contexts: bool = False) -> list[np.ndarray]:
+                    wide_contexts: bool = False, rans: bool = False) -> list[np.ndarray]:
     """Inverse of :func:`encode_subbands` (with the same options), for subbands of the (frames, bands, y, x) ``shapes``."""
     expected = shapes[0][:2] + (len(shapes),)
     if any(a.shape != expected for a in (coded.shift, coded.predictor, coded.weight)) or \
             coded.scale_index.shape != expected + (CONTEXTS,):
         raise EntropyModelMismatchError("coded subbands do not match the frames, bands and subbands expected")
-    decoder = LaplaceTableDecoder(coded.high) if tabled else LaplaceDecoder(coded.high)
     high_parts: list[np.ndarray] = []
-    for i, shape in enumerate(shapes):
-        index = _coefficient_index(coded.scale_index[..., i, :], _contexts(i, high_parts, shape, wide_contexts))
-        high_parts.append(decoder.decode(index if tabled else laplace_scale(index)).astype(np.int64))
+    if rans:
+        rans_decoder = laplace_rans.Decoder(coded.high)
+        for i, shape in enumerate(shapes):
+            classes = _contexts(i, high_parts, shape, wide_contexts)
+            table = np.ascontiguousarray(coded.scale_index[..., i, :]).reshape(-1, CONTEXTS)
+            high_parts.append(rans_decoder.decode(_planes(classes, np.uint8), table).reshape(shape))
+        rans_decoder.finish()
+    else:
+        decoder = LaplaceTableDecoder(coded.high) if tabled else LaplaceDecoder(coded.high)
+        for i, shape in enumerate(shapes):
+            index = _coefficient_index(coded.scale_index[..., i, :], _contexts(i, high_parts, shape, wide_contexts))
+            high_parts.append(decoder.decode(index if tabled else laplace_scale(index)).astype(np.int64))
     sizes = {i: _low_sizes(coded.shift[..., i], s) for i, s in enumerate(shapes) if coded.shift[..., i].any()}
     coded_low = [size[size > 1] for size in sizes.values()]
     lows = decode_uniform(coded.low, np.concatenate(coded_low)).astype(np.int64) if coded_low else np.zeros(0, np.int64)

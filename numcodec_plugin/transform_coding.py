@@ -13,7 +13,9 @@ wins, :func:`numcodec_plugin.engine.encode_many`). Per tile, the encoder:
    L2 norm of the subband's synthesis basis functions, so every subband adds the same distortion per
    unit of quantiser step): ``q = sign(c) floor(|c| / s + ROUNDING)``;
 4. codes the quantised subbands with :mod:`numcodec_plugin.subband_coding` (Laplace laws per context
-   class (wide contexts), tabled, no spectral prediction: the KLT already decorrelated the bands).
+   class (wide contexts), tabled, no spectral prediction: the KLT already decorrelated the bands),
+   with constriction (``klt-wavelet-v2``) or the compiled rANS coder (``rans``: ``klt-wavelet-v3``,
+   which skips the classes of zeros; the same laws, so the same rate within a few bytes).
 
 The decoder dequantises to ``sign(q) (|q| + RECONSTRUCTION) s``, inverts the wavelet and applies the
 basis and means, all in float64 one element-wise operation at a time in a fixed order: every machine
@@ -95,9 +97,10 @@ def _synthesise(components: np.ndarray, means: np.ndarray, basis: np.ndarray) ->
     return kernels.synthesise(np.ascontiguousarray(components), np.ascontiguousarray(means, np.int64), weights)
 
 
-def encode(dn: np.ndarray, step: float) -> tuple[bytes, list[np.ndarray], np.ndarray]:
-    """Code a (bands, h, w) tile of DN (float) at quantiser step ``step`` DN; returns the stream, the
-    quantised subbands (their symbols make the tile's checksum) and the decoder's reconstruction (float32 DN)."""
+def encode(dn: np.ndarray, step: float, rans: bool = False) -> tuple[bytes, list[np.ndarray], np.ndarray]:
+    """Code a (bands, h, w) tile of DN (float) at quantiser step ``step`` DN (subbands by the rANS coder if
+    ``rans``); returns the stream, the quantised subbands (their symbols make the tile's checksum) and the
+    decoder's reconstruction (float32 DN)."""
     bands, height, width = dn.shape
     means, basis = _basis(dn)
     index = step_index(step)
@@ -113,7 +116,7 @@ def encode(dn: np.ndarray, step: float) -> tuple[bytes, list[np.ndarray], np.nda
     nonzero = np.flatnonzero(np.any([np.any(q[0] != 0, axis=(-2, -1)) for q in symbols], axis=0))
     kept = int(nonzero[-1]) + 1 if nonzero.size else 1
     symbols = [q[:, :kept] for q in symbols]
-    coded = encode_subbands(symbols, predict=False, tabled=True, wide_contexts=True)
+    coded = encode_subbands(symbols, predict=False, tabled=True, wide_contexts=True, rans=rans)
     deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: no zlib header and checksum (the chunk has a CRC)
     side = deflate.compress(coded.scale_index.tobytes() + coded.shift.tobytes()) + deflate.flush()
     data = (_HEADER.pack(index, bands, kept) + b"".join(signed_varint(int(m)) for m in means) + basis[:kept].tobytes()
@@ -130,8 +133,9 @@ def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis
     return _synthesise(wavelet.inverse(subbands, LEVELS, irreversible=True)[0], means, basis)
 
 
-def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Inverse of :func:`encode`: the (bands, h, w) float32 reconstruction (DN) and the quantised subbands."""
+def decode(data: bytes, bands: int, tile_shape: tuple[int, int], rans: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Inverse of :func:`encode` (with the same ``rans``): the (bands, h, w) float32 reconstruction (DN) and
+    the quantised subbands."""
     r = Reader(memoryview(data))
     index, stored_bands, kept = r.unpack(_HEADER, "transform-coded tile header")
     if stored_bands != bands or not 1 <= kept <= bands:
@@ -152,5 +156,5 @@ def decode(data: bytes, bands: int, tile_shape: tuple[int, int]) -> tuple[np.nda
     shift = np.frombuffer(side, np.uint8, offset=int(np.prod(shape)) * CONTEXTS).reshape(shape)
     coded = CodedSubbands(scale_index, shift, np.full(shape, NO_PREDICTOR, np.uint8), np.zeros(shape, np.int8), high, low)
     symbols = decode_subbands(coded, [(1, kept) + s for s in wavelet.subband_shapes(*tile_shape, LEVELS)], tabled=True,
-                             wide_contexts=True)
+                             wide_contexts=True, rans=rans)
     return _reconstruct(symbols, index, means, basis, tile_shape), symbols

@@ -26,8 +26,8 @@ HYBRID = "tec-s2-hybrid-v2"
 
 
 def test_default_codec_uses_the_bundled_transform_coder() -> None:
-    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "klt-wavelet-v2"
-    assert hybrid_members() == ("klt-wavelet-v2",)
+    assert numcodecs.get_codec({"id": "terracodec"}).get_config()["model"] == DEFAULT_MODEL == "klt-wavelet-v3"
+    assert hybrid_members() == ("klt-wavelet-v3",)
     assert hybrid_members(HYBRID) == (NETWORK, "klt-wavelet-v2")
     assert hybrid_members(HYBRID, quality=-2.0) == ("klt-wavelet-v2",)  # below the network's lowest quality
     assert quality_range() == quality_range(HYBRID) == (-3.0, 8.0) and trained_quality_range(HYBRID) == (1.0, 8.0)
@@ -129,7 +129,7 @@ def test_entropy_tables_code_the_same_symbols_in_fewer_bytes(s2_scene: np.ndarra
     assert max(sizes.values()) <= 1 and sizes[1.0] < 1 and sizes[-1.0] < 0.9, sizes
 
 
-@pytest.mark.parametrize("model", [NETWORK, "klt-wavelet-v2"])
+@pytest.mark.parametrize("model", [NETWORK, "klt-wavelet-v3"])
 def test_decoding_is_reproducible_across_threads_batches_and_processes(model: str, s2_scene: np.ndarray, tmp_path) -> None:
     data = engine.encode(np.ascontiguousarray(s2_scene[:, :300, :520]), engine.EncodeSettings(model=model, quality=5))
     digests = set()

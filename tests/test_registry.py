@@ -98,7 +98,8 @@ def test_unknown_model_lists_the_available_ones() -> None:
 
 def test_bundled_model_identity() -> None:
     coder = load_model()
-    assert coder.identity.name == registry.DEFAULT_MODEL == "klt-wavelet-v2" and coder.identity.band_set == "S2L2A"
+    assert coder.identity.name == registry.DEFAULT_MODEL == "klt-wavelet-v3" and coder.identity.band_set == "S2L2A"
+    assert coder.identity.digest != load_model("klt-wavelet-v2").identity.digest  # v2's chunks are not v3's
     network = load_model("tec-s2-hybrid-v2")  # a hybrid loads as its network
     identity = network.identity
     assert identity.name == registry.hybrid_members("tec-s2-hybrid-v2")[0] == "tec-s2-gain-v3" and identity.band_set == "S2L2A"

@@ -16,7 +16,8 @@ and the engine's symbol checksum then reports the corruption. The probability mo
   channel's symbols coded against its table in one call;
 * residuals of the error-bounded layer: zero-mean discretised Laplace laws, plus uniform low bits;
 * subbands of ``klt-wavelet-v2``: the same Laplace laws, tabled: one categorical law per scale byte,
-  the symbols of each byte coded together (:func:`encode_laplace_table`), as format 4 does for latents.
+  the symbols of each byte coded together (:func:`encode_laplace_table`), as format 4 does for latents
+  (``klt-wavelet-v3`` codes the same laws with the compiled rANS coder of :mod:`numcodec_plugin.models.laplace_rans`).
 """
 
 from __future__ import annotations
@@ -298,7 +299,7 @@ class LaplaceDecoder:
 
 #: the tabled Laplace law of scale b spans [-ceil(LAPLACE_REACH * b), +ceil(...)] (at least +-1); the rest escape
 LAPLACE_REACH = 16.0
-_LAPLACE_RADII = np.maximum(1, np.ceil(LAPLACE_REACH * laplace_scale(np.arange(256)))).astype(np.int32)
+LAPLACE_RADII = np.maximum(1, np.ceil(LAPLACE_REACH * laplace_scale(np.arange(256)))).astype(np.int32)
 
 
 def _laplace_decay(index: int) -> float:
@@ -307,17 +308,22 @@ def _laplace_decay(index: int) -> float:
     return round(math.exp(-1.0 / float(laplace_scale(index))) * 2.0 ** 40) / 2.0 ** 40
 
 
-@functools.lru_cache(maxsize=256)
-def laplace_table_law(index: int):
-    """The categorical law of scale byte ``index``: the discretised Laplace of :func:`laplace_bits`
-    (``d = exp(-1/b)``: P(0) = 1 - sqrt(d), P(+-k) = (1 - d) sqrt(d) d^(k-1) / 2) on
-    ``[-radius, radius]``, then an escape symbol of probability ``ESCAPE_PROBABILITY``. Built from
+def laplace_table_probabilities(index: int) -> np.ndarray:
+    """The probabilities of the tabled law of scale byte ``index``: the discretised Laplace of
+    :func:`laplace_bits` (``d = exp(-1/b)``: P(0) = 1 - sqrt(d), P(+-k) = (1 - d) sqrt(d) d^(k-1) / 2)
+    on ``[-radius, radius]``, then an escape symbol of probability ``ESCAPE_PROBABILITY``. Built from
     multiplications and one square root, exact in IEEE arithmetic, so every platform builds the same law."""
-    decay, radius = _laplace_decay(index), int(_LAPLACE_RADII[index])
+    decay, radius = _laplace_decay(index), int(LAPLACE_RADII[index])
     root = math.sqrt(decay)
     side = 0.5 * (1 - decay) * root * np.cumprod(np.concatenate([[1.0], np.full(radius - 1, decay)]))
     bins = np.concatenate([side[::-1], [1 - root], side]) * (1 - ESCAPE_PROBABILITY)
-    return constriction.stream.model.Categorical(np.append(bins, ESCAPE_PROBABILITY), perfect=False)
+    return np.append(bins, ESCAPE_PROBABILITY)
+
+
+@functools.lru_cache(maxsize=256)
+def laplace_table_law(index: int):
+    """The constriction law of :func:`laplace_table_probabilities` (``klt-wavelet-v2``'s subbands)."""
+    return constriction.stream.model.Categorical(laplace_table_probabilities(index), perfect=False)
 
 
 def encode_laplace_table(pieces: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
@@ -331,7 +337,7 @@ def encode_laplace_table(pieces: Sequence[tuple[np.ndarray, np.ndarray]]) -> byt
     coded for all of its symbols in one call."""
     coder = constriction.stream.stack.AnsCoder()
     for symbols, scale_index in reversed(pieces):
-        _push_grouped(coder, symbols.reshape(-1), scale_index.reshape(-1), _LAPLACE_RADII, laplace_table_law,
+        _push_grouped(coder, symbols.reshape(-1), scale_index.reshape(-1), LAPLACE_RADII, laplace_table_law,
                       RESIDUAL_LIMIT)
     return coder.get_compressed().tobytes()
 
@@ -344,7 +350,7 @@ class LaplaceTableDecoder:
 
     def decode(self, scale_index: np.ndarray) -> np.ndarray:
         """The next piece: int32 symbols shaped like its uint8 ``scale_index``."""
-        return _pop_grouped(self._coder, scale_index.reshape(-1), _LAPLACE_RADII, laplace_table_law,
+        return _pop_grouped(self._coder, scale_index.reshape(-1), LAPLACE_RADII, laplace_table_law,
                             RESIDUAL_LIMIT).reshape(scale_index.shape)
 
 

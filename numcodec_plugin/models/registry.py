@@ -2,11 +2,16 @@
 
 Names:
 
-* ``"klt-wavelet-v2"`` (:data:`DEFAULT_MODEL`): the classical transform coder
+* ``"klt-wavelet-v3"`` (:data:`DEFAULT_MODEL`): the classical transform coder
   (:mod:`numcodec_plugin.models.transform_coder`: per-tile spectral KLT, 9/7 wavelet, dead-zone
   quantiser, tabled Laplace laws, compiled inner loops), qualities -3..8 with the bundled network's
-  lambdas. The default since session 16: it codes 0.1% more bits than the hybrid below at four to
-  six times its encode speed (docs/benchmarks/rd.md, codec_speed.md, hybrid-speed/codec_speed.md).
+  lambdas, its subbands coded by the compiled rANS coder (:mod:`numcodec_plugin.models.laplace_rans`),
+  which decodes faster than constriction's grouped calls and skips classes of zeros. The default
+  since session 17.
+* ``"klt-wavelet-v2"``: the same coder with constriction's ANS (the same laws, the same symbols and
+  reconstruction; v3's streams are within a few bytes of its size). The default in session 16: it codes
+  0.1% more bits than the hybrid below at four to six times its encode speed (docs/benchmarks/rd.md,
+  codec_speed.md, hybrid-speed/codec_speed.md); its chunks decode as they always did.
 * ``"tec-s2-hybrid-v2"``: per chunk, the cheaper (``lambda * D + R``) of ``tec-s2-gain-v3`` and
   ``klt-wavelet-v2`` at the same quality; a chunk's header names the one that coded it
   (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`). Qualities -3..8: below -1, the
@@ -58,7 +63,7 @@ from numcodec_plugin.models.temporal_gain_hyperprior import TemporalGainHyperpri
 from numcodec_plugin.models.transform_coder import TransformCoder
 from numcodec_plugin.scoped_determinism import deterministic_torch
 
-DEFAULT_MODEL = "klt-wavelet-v2"
+DEFAULT_MODEL = "klt-wavelet-v3"
 DEFAULT_TEMPORAL_MODEL = "tec-s2-temporal-v1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 TEST_MODELS = {"test-fixed-seed": "S2L2A", "test-fixed-seed-l1c": "S2L1C", "test-fixed-seed-temporal": "S2L2A"}
@@ -69,7 +74,9 @@ TEMPORAL_MODES = {DEFAULT_TEMPORAL_MODEL: "tec-s2-gain-v1", "test-fixed-seed-tem
 #: they use (:class:`~numcodec_plugin.models.gain_hyperprior.PortableDecoder`)
 PORTABLE_MODES = {"tec-s2-gain-v1-portable": "tec-s2-gain-v1"}
 #: classical coders in the model registry: name -> band set
-CLASSICAL_MODELS = {"klt-wavelet-v2": "S2L2A"}
+CLASSICAL_MODELS = {"klt-wavelet-v2": "S2L2A", "klt-wavelet-v3": "S2L2A"}
+#: the classical coders whose subbands the compiled rANS coder codes (the others: constriction)
+RANS_CODED = frozenset({"klt-wavelet-v3"})
 #: models that code each chunk with every member and keep the cheaper: name -> members, the network first
 #: (which the name otherwise stands for: its band set, tiles, qualities and lambdas)
 HYBRID_MODELS = {"tec-s2-hybrid-v2": ("tec-s2-gain-v3", "klt-wavelet-v2")}
@@ -268,7 +275,7 @@ def _build(name: str, weights_key: str | None, quality: float | None) -> AnyCode
                 return OfficialTemporalCoder(network, identity, flextec=bool(model.levels))
             return OfficialImageCoder(network, identity, float(quality or default_quality(name)))
         if name in CLASSICAL_MODELS:
-            return TransformCoder(name, CLASSICAL_MODELS[name])
+            return TransformCoder(name, CLASSICAL_MODELS[name], rans=name in RANS_CODED)
         image = _weights_name(name)
         if image in TEST_MODELS:
             band_set = TEST_MODELS[image]

@@ -1,4 +1,4 @@
-"""``klt-wavelet-v2``: the classical transform coder (:mod:`numcodec_plugin.transform_coding`) as a model.
+"""``klt-wavelet-v3`` and ``-v2``: the classical transform coder (:mod:`numcodec_plugin.transform_coding`) as a model.
 
 It answers the engine like a network does (:class:`~numcodec_plugin.models.base.TileCoder`), so its
 chunks are ordinary TerraCodec chunks: header, mask, tiles with DC offsets and corrections, one
@@ -14,8 +14,9 @@ quantiser step that minimises ``lambda * D + R`` at that lambda, ``STEP_PER_ROOT
 The hybrid model ``tec-s2-hybrid-v2`` codes each chunk with the bundled network and with this coder
 and keeps the cheaper (:func:`numcodec_plugin.engine.encode_many`).
 
-Version 1 (one session on main, never a default) coded with the 5/3 wavelet, every component and
-per-symbol Laplace laws; its chunks are refused as of an unknown model.
+Version 3 codes the subbands with the compiled rANS coder (``rans``), version 2 with constriction;
+the two differ in nothing else. Version 1 (one session on main, never a default) coded with the 5/3
+wavelet, every component and per-symbol Laplace laws; its chunks are refused as of an unknown model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from numcodec_plugin import transform_coding
 from numcodec_plugin.models.base import CodedTile, symbol_checksum
 from numcodec_plugin.models.bands import BAND_SETS
 from numcodec_plugin.models.gain_hyperprior import lambda_at, training_lambdas
+from numcodec_plugin.models import laplace_rans
 from numcodec_plugin.models.identity import ModelIdentity
 from numcodec_plugin.tile_pool import map_tiles
 
@@ -51,9 +53,12 @@ class TransformCoder:
     latent_scale_table = False
     lowpass_correction = False
 
-    def __init__(self, name: str, band_set: str) -> None:
+    def __init__(self, name: str, band_set: str, rans: bool = False) -> None:
+        self.rans = rans
         constants = [transform_coding.LEVELS, transform_coding.BASIS_SCALE, transform_coding.ROUNDING,
                      transform_coding.RECONSTRUCTION, transform_coding.STEP_INDEX_BASE, STEP_PER_ROOT_LAMBDA, *LAMBDAS]
+        if rans:  # the rANS coder's fixed point is part of v3's format (v2's digest stays as it was)
+            constants.append(laplace_rans.PRECISION)
         self.network = nn.Module()
         self.network.constants = nn.Parameter(torch.tensor(constants, dtype=torch.float64), requires_grad=False)
         bands = len(BAND_SETS[band_set])
@@ -74,7 +79,7 @@ class TransformCoder:
         step = self.step(quality)
 
         def code(tile: np.ndarray) -> tuple[CodedTile, np.ndarray]:
-            data, symbols, reconstruction = transform_coding.encode(tile, step)
+            data, symbols, reconstruction = transform_coding.encode(tile, step, self.rans)
             return CodedTile((data,), symbol_checksum(*symbols)), reconstruction
 
         coded = map_tiles(code, list(x.detach().cpu().double().numpy()))
@@ -85,7 +90,7 @@ class TransformCoder:
         bands = len(self.identity.bands)
 
         def decode(tile_streams: tuple[bytes, ...]) -> tuple[np.ndarray, int]:
-            reconstruction, symbols = transform_coding.decode(tile_streams[0], bands, tile_shape)
+            reconstruction, symbols = transform_coding.decode(tile_streams[0], bands, tile_shape, self.rans)
             return reconstruction, symbol_checksum(*symbols)
 
         decoded = map_tiles(decode, streams)

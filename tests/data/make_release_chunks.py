@@ -57,6 +57,10 @@ CASES = {
     "klt2_q8_max_error_20": (engine.EncodeSettings(model="klt-wavelet-v2", quality=8, max_error=20), False),
     "hybrid2_q-2": (engine.EncodeSettings(model="tec-s2-hybrid-v2", quality=-2), False),
     "hybrid2_q5": (engine.EncodeSettings(model="tec-s2-hybrid-v2", quality=5), False),
+    # klt-wavelet-v3, the default of session 17: v2's coder with the compiled rANS coder
+    "klt3_q-3": (engine.EncodeSettings(model="klt-wavelet-v3", quality=-3), False),
+    "klt3_q5_nodata": (engine.EncodeSettings(model="klt-wavelet-v3", quality=5), True),
+    "klt3_q8_max_error_20": (engine.EncodeSettings(model="klt-wavelet-v3", quality=8, max_error=20), False),
 }
 
 
