@@ -630,6 +630,10 @@ def largest_magnitudes(const int64_t[:, :, ::1] planes):
 # --- rANS: the subband coder of klt-wavelet-v3 -------------------------------------------------------
 # 64-bit state, 32-bit words, probabilities in 24-bit fixed point (the layout of constriction's ANS
 # coder, written here so that the decoder can look up each symbol's law from its context class as it goes).
+# The encoder starts from state 0, so the first 32 bits of information cost no word of their own; it
+# emits a word only from a state of 2**40 or more, after which the state stays at 2**32 or above. The
+# stream ends with the final state's two words (high first), one if it is below 2**32, none if 0; the
+# decoder refills below 2**32 while words remain and must end at state 0 with every word read.
 # A law is a cumulative table ``cdf[0..n]`` (cdf[0] = 0, cdf[n] = 2**24, every frequency >= 1) over the
 # symbols 0, -1, +1, -2, +2, ..., -R, +R and an escape (index 2R + 1), most probable first; an escaped
 # value follows as 16 uniform bits (its zigzag code).
@@ -663,7 +667,7 @@ def rans_encode(list pieces, const uint32_t[::1] cdf, const int64_t[::1] offsets
     ``table[plane, class]`` (``cdf[offsets[byte]:]``, radius ``radii[byte]``); byte 0 codes nothing
     (every value of such a class must be 0). Raises ValueError on a value the format cannot hold."""
     cdef vector[uint32_t] words
-    cdef uint64_t state = _RANS_LOW
+    cdef uint64_t state = 0
     cdef Py_ssize_t p, i, n, planes, width
     cdef int64_t v
     cdef uint32_t z, index, radius
@@ -701,8 +705,10 @@ def rans_encode(list pieces, const uint32_t[::1] cdf, const int64_t[::1] offsets
                     _rans_push(&state, &words, law[index], law[index + 1] - law[index])
         if bad:
             raise ValueError("a value outside +-2**15, a class beyond its table, or a non-zero value in an all-zero class")
-    words.push_back(<uint32_t>state)
-    words.push_back(<uint32_t>(state >> 32))
+    if state:
+        words.push_back(<uint32_t>state)
+    if state >= _RANS_LOW:
+        words.push_back(<uint32_t>(state >> 32))
     out = np.empty(words.size(), "<u4")
     cdef uint32_t[::1] view = out
     for i in range(<Py_ssize_t>words.size()):
@@ -713,23 +719,30 @@ def rans_encode(list pieces, const uint32_t[::1] cdf, const int64_t[::1] offsets
 cdef class RansDecoder:
     """Reads a :func:`rans_encode` stream piece by piece, in the order it was encoded, so the classes of
     a later piece may depend on the values of earlier ones. Any byte string decodes to some values
-    without reading out of bounds; :meth:`finished` says whether it was a complete, exact stream."""
+    without reading out of bounds (no word is read past the end); :meth:`finished` says whether it
+    was a complete, exact stream."""
 
     cdef const uint32_t[::1] _words
     cdef Py_ssize_t _position
     cdef uint64_t _state
-    cdef bint _overrun
 
     def __init__(self, const uint32_t[::1] words):
         self._words = words
         self._position = 0
-        self._overrun = False
-        self._state = (<uint64_t>self._next() << 32) | self._next()
+        self._state = 0
+        if words.shape[0] == 1:
+            self._state = self._next()
+        elif words.shape[0] > 1:
+            self._state = (<uint64_t>self._next() << 32) | self._next()
+
+    cdef inline uint64_t _refilled(self, uint64_t x) noexcept nogil:
+        """``x`` with the next word shifted in, where it is below 2**32 and a word remains."""
+        if x < _RANS_LOW and self._position < self._words.shape[0]:
+            self._position += 1
+            return (x << 32) | self._words[self._position - 1]
+        return x
 
     cdef inline uint32_t _next(self) noexcept nogil:
-        if self._position >= self._words.shape[0]:
-            self._overrun = True
-            return 0
         self._position += 1
         return self._words[self._position - 1]
 
@@ -769,20 +782,17 @@ cdef class RansDecoder:
                             else:
                                 high = middle - 1
                         s = <uint32_t>low
-                    x = (law[s + 1] - law[s]) * (x >> RANS_PRECISION) + slot - law[s]
-                    if x < _RANS_LOW:
-                        x = (x << 32) | self._next()
+                    x = self._refilled((law[s + 1] - law[s]) * (x >> RANS_PRECISION) + slot - law[s])
                     if s == 2 * radius + 1:  # escape: 16 uniform bits follow
                         slot = <uint32_t>x & _RANS_MASK
                         row[i] = _unzigzag(slot >> (RANS_PRECISION - _ESCAPE_BITS))
-                        x = (x >> RANS_PRECISION) * (1 << (RANS_PRECISION - _ESCAPE_BITS)) + (slot & ((1 << (RANS_PRECISION - _ESCAPE_BITS)) - 1))
-                        if x < _RANS_LOW:
-                            x = (x << 32) | self._next()
+                        x = self._refilled((x >> RANS_PRECISION) * (1 << (RANS_PRECISION - _ESCAPE_BITS))
+                                           + (slot & ((1 << (RANS_PRECISION - _ESCAPE_BITS)) - 1)))
                     else:
                         row[i] = _unzigzag(s)
         self._state = x
         return out
 
     def finished(self) -> bool:
-        """Whether every word was read, none beyond, and the state is back where the encoder began."""
-        return not self._overrun and self._position == self._words.shape[0] and self._state == _RANS_LOW
+        """Whether every word was read and the state is back where the encoder began (0)."""
+        return self._position == self._words.shape[0] and self._state == 0

@@ -70,7 +70,7 @@ class Decoder:
     of earlier ones; :meth:`finish` refuses a stream that was not exactly what the pieces coded."""
 
     def __init__(self, data: bytes) -> None:
-        if len(data) % 4 or len(data) < 8:
+        if len(data) % 4:
             raise BitstreamError(f"corrupt entropy-coded stream: {len(data)} bytes is not a whole rANS stream")
         self._coder = kernels.RansDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
 
