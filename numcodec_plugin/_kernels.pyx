@@ -14,9 +14,9 @@ import numpy as np
 
 from cython cimport floating
 from libc.math cimport fabs, floor, rint
-from libc.stdint cimport int32_t, int64_t, uint8_t, uint32_t, uint64_t
+from libc.stdint cimport int16_t, int32_t, int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 from libcpp.algorithm cimport nth_element
 from libcpp.vector cimport vector
 
@@ -370,34 +370,48 @@ def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint 
     sibling's magnitude at the same place (edge-extended). ``parent``, ``siblings``: int64
     C-contiguous (planes, y, x) arrays (``parent`` may be None)."""
     cdef Py_ssize_t planes = len(siblings[0]) if parent is None else parent.shape[0]
-    cdef Py_ssize_t k, n = height * width
+    cdef Py_ssize_t k, j, i, n = height * width, count = len(siblings)
     out = np.zeros((planes, height, width), np.uint8)
     if n == 0:
         return out
+    if count > 2:
+        raise ValueError("at most two siblings (HL and LH for HH)")
     cdef uint8_t[:, :, ::1] classes = out
-    cdef int64_t[:, :, ::1] magnitude = np.zeros((planes, height, width), np.int64)
-    cdef const int64_t[:, :, ::1] source
-    cdef int64_t[:, ::1] spread
-    if parent is not None:
-        source = parent
-        spread = np.empty((source.shape[1], source.shape[2]), np.int64)
-        with nogil:
-            for k in range(planes):
-                _parent_spread(&source[k, 0, 0], source.shape[1], source.shape[2], wide, &spread[0, 0])
-                _add_upsampled(&spread[0, 0], source.shape[1], source.shape[2], &magnitude[k, 0, 0], height, width)
-    for sibling in siblings:
-        source = sibling
-        with nogil:
-            for k in range(planes):
-                _add_sibling(&source[k, 0, 0], source.shape[1], source.shape[2], &magnitude[k, 0, 0], height, width)
+    # one plane at a time, so that its magnitudes stay in the cache through every pass
+    cdef int64_t[::1] magnitude = np.empty(n, np.int64)
     cdef int64_t[::1] scratch = np.empty(n, np.int64)
+    cdef const int64_t[:, :, ::1] source
+    cdef const int64_t[:, :, ::1] first
+    cdef const int64_t[:, :, ::1] second
+    cdef int64_t[::1] spread
+    cdef const int64_t* sibling_data[2]
+    cdef Py_ssize_t sibling_height[2]
+    cdef Py_ssize_t sibling_width[2]
+    cdef bint has_parent = parent is not None
+    cdef Py_ssize_t hp = 0, wp = 0
+    if has_parent:
+        source = parent
+        hp, wp = source.shape[1], source.shape[2]
+        spread = np.empty(hp * wp, np.int64)
+    if count >= 1:
+        first = siblings[0]
+        sibling_data[0], sibling_height[0], sibling_width[0] = &first[0, 0, 0], first.shape[1], first.shape[2]
+    if count == 2:
+        second = siblings[1]
+        sibling_data[1], sibling_height[1], sibling_width[1] = &second[0, 0, 0], second.shape[1], second.shape[2]
     cdef double thresholds[2]
-    cdef const int64_t* m
+    cdef int64_t* m = &magnitude[0]
     cdef uint8_t* c
-    cdef Py_ssize_t i
     with nogil:
         for k in range(planes):
-            m, c = &magnitude[k, 0, 0], &classes[k, 0, 0]
+            memset(m, 0, n * sizeof(int64_t))
+            if has_parent:
+                _parent_spread(&source[k, 0, 0], hp, wp, wide, &spread[0])
+                _add_upsampled(&spread[0], hp, wp, m, height, width)
+            for j in range(count):
+                _add_sibling(sibling_data[j] + k * sibling_height[j] * sibling_width[j], sibling_height[j],
+                             sibling_width[j], m, height, width)
+            c = &classes[k, 0, 0]
             _terciles(m, n, &scratch[0], thresholds)
             for i in range(n):
                 c[i] = (<double>m[i] > thresholds[0]) + (<double>m[i] > thresholds[1])
@@ -604,6 +618,31 @@ def spectral_map(const floating[:, :, ::1] reconstruction, const double[:, ::1] 
                 for i in range(count):
                     row[i] = source[i] - (rint(total[i] * scale) + offset)
     return out
+
+
+ctypedef fused whole_number:
+    uint16_t
+    int16_t
+
+
+def round_into(const floating[:, :, ::1] values, whole_number[:, :, ::1] out, double low, double high, double nodata):
+    """``out[...] = clip(rint(values), low, high)`` (``np.clip(np.rint(values), low, high).astype(out.dtype)``),
+    then every value equal to ``nodata`` moved one step inside the range (``nodata + 1``, or ``- 1`` at
+    the top) so that a valid value never reads as no-data; NaN becomes ``low``."""
+    cdef Py_ssize_t i, n = values.shape[0] * values.shape[1] * values.shape[2]
+    if (out.shape[0], out.shape[1], out.shape[2]) != (values.shape[0], values.shape[1], values.shape[2]):
+        raise ValueError("round_into: out has another shape")
+    if n == 0:
+        return
+    cdef const floating* source = &values[0, 0, 0]
+    cdef whole_number* target = &out[0, 0, 0]
+    cdef double v, moved = nodata + 1 if nodata < high else nodata - 1
+    with nogil:
+        for i in range(n):
+            v = rint(<double>source[i])
+            v = v if v <= high else high
+            v = v if v >= low else low  # NaN too
+            target[i] = <whole_number>(moved if v == nodata else v)
 
 
 def largest_magnitudes(const int64_t[:, :, ::1] planes):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from numcodec_plugin import bitstream, lowpass, runtime, spectral
+from numcodec_plugin import bitstream, kernels, lowpass, runtime, spectral
 from numcodec_plugin.errors import BitstreamError, ConfigurationError, EntropyModelMismatchError, ModelMismatchError
 from numcodec_plugin.models.base import MIN_TEMPORAL_FRAMES, AnyCoder, CodedTile
 from numcodec_plugin.models.registry import (
@@ -570,21 +570,24 @@ def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list
     tiles = np.empty(decoded.shape, dtype=header.dtype)
 
     def reconstruct_tile(k: int) -> None:
-        tiles[k] = _to_dtype(_tile_dn(decoded[k], coded[k], coder.identity.mean, coder.identity.std), header)
+        _to_dtype(_tile_dn(decoded[k], coded[k], coder.identity.mean, coder.identity.std), header, tiles[k])
 
     map_tiles(reconstruct_tile, range(len(coded)))
     return _from_tiles(tiles, math.prod(header.shape[:-3]), header.shape[-2], header.shape[-1])
 
 
-def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader) -> np.ndarray:
-    """Round and clip DN to the dtype (floats: divide by dn_scale); valid values never equal no-data.
-    Integer dtypes round ``dn`` in place."""
+def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader, out: np.ndarray) -> None:
+    """Write DN rounded and clipped to the dtype (floats: divided by dn_scale) into ``out``; valid values
+    never equal no-data (integers: one compiled pass, :func:`numcodec_plugin.kernels.round_into`)."""
     dtype, nodata = header.dtype, header.nodata
     if dtype.kind == "f":
-        values = (dn / header.dn_scale).astype(dtype)
+        out[...] = dn / header.dn_scale
         if not math.isnan(nodata):
-            values[values == dtype.type(nodata)] = np.nextafter(dtype.type(nodata), dtype.type(np.inf))
-        return values
+            out[out == dtype.type(nodata)] = np.nextafter(dtype.type(nodata), dtype.type(np.inf))
+        return
+    info = np.iinfo(dtype)
+    kernels.round_into(np.ascontiguousarray(dn, dn.dtype if dn.dtype in (np.float32, np.float64) else np.float64), out,
+                       float(info.min), float(info.max), nodata if info.min <= nodata <= info.max else math.nan)
     info = np.iinfo(dtype)
     values = np.clip(np.rint(dn, out=dn), info.min, info.max, out=dn).astype(dtype)  # rounds ``dn`` in place
     if info.min <= nodata <= info.max:

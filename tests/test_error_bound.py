@@ -127,12 +127,17 @@ def test_bound_through_encoding_helper_and_convert(tmp_path: Path, s2_series: np
 
 
 @pytest.mark.parametrize("quality", [5.0, -2.0, None])
-def test_the_default_hybrid_meets_the_bound_on_real_pixels(s2_scene: np.ndarray, quality: float | None) -> None:
-    """The default (tec-s2-hybrid-v2) under max_error: at a quality both members code, below the network's
-    range where only the transform coder does, and with the quality chosen per chunk: every value
-    within the bound, each chunk coded by one member (or by the residual coder alone)."""
+def test_the_default_and_the_hybrid_meet_the_bound_on_real_pixels(s2_scene: np.ndarray, quality: float | None) -> None:
+    """The default (klt-wavelet-v3) and tec-s2-hybrid-v2 under max_error: at a quality both of the hybrid's
+    members code, below the network's range where only its transform coder does, and with the quality
+    chosen per chunk: every value within the bound, each chunk coded by one member (or by the residual
+    coder alone)."""
     x = np.ascontiguousarray(s2_scene[:, 100:228, 200:328])
     data = engine.encode(x, engine.EncodeSettings(quality=quality, max_error=10))
+    assert np.abs(engine.decode(data).astype(np.int64) - x).max() <= 10
+    chunk = bitstream.unpack(data)
+    assert chunk.residual_only or chunk.header.model_name == "klt-wavelet-v3"
+    data = engine.encode(x, engine.EncodeSettings(model="tec-s2-hybrid-v2", quality=quality, max_error=10))
     assert np.abs(engine.decode(data).astype(np.int64) - x).max() <= 10
     chunk = bitstream.unpack(data)
     assert chunk.residual_only or chunk.header.model_name in ("tec-s2-gain-v3", "klt-wavelet-v2")

@@ -165,3 +165,22 @@ def test_the_fastest_build_this_cpu_runs_is_selected_and_the_environment_can_for
     forced = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, TERRACODEC_KERNELS="baseline"),
                             capture_output=True, text=True, check=True).stdout.split()
     assert forced == ["baseline", "numcodec_plugin._kernels"]
+
+
+@BUILDS
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10**6), single=st.booleans(), signed=st.booleans(), nodata=st.sampled_from([0.0, 1.0, 65535.0, -32768.0, 32767.0, 7.5, float("nan")]))
+def test_rounding_into_an_integer_dtype_is_numpys_rint_clip_and_no_data_move(build: ModuleType, seed: int, single: bool,
+                                                                              signed: bool, nodata: float) -> None:
+    rng = np.random.default_rng(seed)
+    dtype = np.dtype(np.int16 if signed else np.uint16)
+    info = np.iinfo(dtype)
+    values = rng.normal(0 if signed else 30000, 40000, (3, 9, 70))
+    values[0, 0, :8] = [0.5, 1.5, 2.5, -0.5, -1.5, 65535.5, 65534.5, 32767.5]  # ties round to even
+    values = values.astype(np.float32 if single else np.float64)
+    expected = np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    if info.min <= nodata <= info.max:
+        expected[expected == nodata] = nodata + 1 if nodata < info.max else nodata - 1
+    got = np.empty(values.shape, dtype)
+    build.round_into(values, got, float(info.min), float(info.max), nodata if info.min <= nodata <= info.max else float("nan"))
+    np.testing.assert_array_equal(got, expected)
