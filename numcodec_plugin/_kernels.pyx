@@ -400,6 +400,7 @@ def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint 
         second = siblings[1]
         sibling_data[1], sibling_height[1], sibling_width[1] = &second[0, 0, 0], second.shape[1], second.shape[2]
     cdef double thresholds[2]
+    cdef int64_t low, high  # the thresholds floored: for whole m, m > t exactly when m > floor(t)
     cdef int64_t* m = &magnitude[0]
     cdef uint8_t* c
     with nogil:
@@ -413,8 +414,9 @@ def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint 
                              sibling_width[j], m, height, width)
             c = &classes[k, 0, 0]
             _terciles(m, n, &scratch[0], thresholds)
+            low, high = <int64_t>floor(thresholds[0]), <int64_t>floor(thresholds[1])
             for i in range(n):
-                c[i] = (<double>m[i] > thresholds[0]) + (<double>m[i] > thresholds[1])
+                c[i] = (m[i] > low) + (m[i] > high)
     return out
 
 
