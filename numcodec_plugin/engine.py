@@ -588,8 +588,3 @@ def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader, out: np.ndarray) ->
     info = np.iinfo(dtype)
     kernels.round_into(np.ascontiguousarray(dn, dn.dtype if dn.dtype in (np.float32, np.float64) else np.float64), out,
                        float(info.min), float(info.max), nodata if info.min <= nodata <= info.max else math.nan)
-    info = np.iinfo(dtype)
-    values = np.clip(np.rint(dn, out=dn), info.min, info.max, out=dn).astype(dtype)  # rounds ``dn`` in place
-    if info.min <= nodata <= info.max:
-        values[values == nodata] = nodata + 1 if nodata < info.max else nodata - 1
-    return values
