@@ -221,13 +221,12 @@ cdef void _merge_columns(const double* even, const double* odd, double* scratch,
         memcpy(rows + (2 * y + 1) * width, odd_copy + y * width, width * sizeof(double))
 
 
-def inverse97(ll, hl, lh, hh, out=None):
-    """Inverse of :func:`forward97` (float64 C-contiguous (planes, y, x) subbands; not modified), into
-    ``out`` if given."""
+def inverse97(ll, hl, lh, hh):
+    """Inverse of :func:`forward97` (float64 C-contiguous (planes, y, x) subbands; not modified)."""
     cdef const double[:, :, ::1] ll_ = ll, hl_ = hl, lh_ = lh, hh_ = hh
     cdef Py_ssize_t planes = ll.shape[0], eh = ll.shape[1], ew = ll.shape[2], oh = lh.shape[1], ow = hl.shape[2]
     cdef Py_ssize_t height = eh + oh, width = ew + ow, k, y, x
-    out = _output(out, (planes, height, width), np.float64, 0, 0)
+    out = np.empty((planes, height, width))
     if height == 0 or width == 0:
         return out
     cdef double[:, :, ::1] image = out
@@ -281,37 +280,21 @@ def dequantise(const int64_t[:, :, ::1] symbols, double step, double reconstruct
     return out
 
 
-cdef object _output(out, tuple shape, dtype, Py_ssize_t begin, Py_ssize_t end):
-    """``out`` (or a new array of ``shape``), after checking it and the pixel range ``[begin, end)``."""
-    pixels = shape[1] * shape[2]
-    if out is None:
-        out = np.empty(shape, dtype)
-    elif out.shape != shape or out.dtype != dtype or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous {np.dtype(dtype)} array of shape {shape}")
-    if not 0 <= begin <= end <= pixels:
-        raise ValueError(f"pixel range [{begin}, {end}) outside [0, {pixels}]")
-    return out
-
-
-def synthesise(const double[:, :, ::1] components, const int64_t[::1] means, const double[:, ::1] weights,
-               out=None, Py_ssize_t begin=0, Py_ssize_t end=-1):
+def synthesise(const double[:, :, ::1] components, const int64_t[::1] means, const double[:, ::1] weights):
     """Bands ``means[b] + sum_k weights[k, b] * components[k]``, the terms added in ``k`` order in
-    float64, stored as float32 (the precision the engine takes reconstructions in). With ``out``, only
-    the pixels ``[begin, end)`` of each plane (flat index; ``end`` -1: all) are computed, into ``out``,
-    so that threads can share one tile."""
+    float64, stored as float32 (the precision the engine takes reconstructions in)."""
     cdef Py_ssize_t kept = components.shape[0], pixels = components.shape[1] * components.shape[2]
     cdef Py_ssize_t bands = means.shape[0], b, k, i, block, start, count
-    end = pixels if end < 0 else end
-    out = _output(out, (bands, components.shape[1], components.shape[2]), np.float32, begin, end)
+    out = np.empty((bands, components.shape[1], components.shape[2]), np.float32)
     cdef float[:, :, ::1] result = out
     cdef double[_BLOCK] sums
     cdef const double* component
     cdef float* row
     cdef double weight
     with nogil:
-        for block in range((end - begin + _BLOCK - 1) // _BLOCK):  # blocks of pixels that stay in the L1 cache
-            start = begin + block * _BLOCK
-            count = _min(_BLOCK, end - start)
+        for block in range((pixels + _BLOCK - 1) // _BLOCK):  # blocks of pixels that stay in the L1 cache
+            start = block * _BLOCK
+            count = _min(_BLOCK, pixels - start)
             for b in range(bands):
                 for i in range(count):
                     sums[i] = <double>means[b]
@@ -602,15 +585,13 @@ def grouped_values(const int32_t[::1] bins, const int64_t[::1] counts, const int
 
 
 def spectral_map(const floating[:, :, ::1] reconstruction, const double[:, ::1] weights, const double[::1] offsets,
-                 double scale, const double[::1] centre, double limit, out=None, Py_ssize_t begin=0, Py_ssize_t end=-1):
+                 double scale, const double[::1] centre, double limit):
     """``R - (rint(scale * (K @ (R - c))) + b)`` with ``R = clip(rint(reconstruction), -limit, limit)``
     per pixel, in float64 (bands, y, x): the spectral layer's map. Every product and sum is of whole
-    numbers far below 2**53, so exact in any order (as numpy's matrix product is too). ``out``,
-    ``begin``, ``end``: as for :func:`synthesise`."""
+    numbers far below 2**53, so exact in any order (as numpy's matrix product is too)."""
     cdef Py_ssize_t bands = reconstruction.shape[0], pixels = reconstruction.shape[1] * reconstruction.shape[2]
     cdef Py_ssize_t block, start, count, b, j, i
-    end = pixels if end < 0 else end
-    out = _output(out, (bands, reconstruction.shape[1], reconstruction.shape[2]), np.float64, begin, end)
+    out = np.empty((bands, reconstruction.shape[1], reconstruction.shape[2]))
     cdef double[:, :, ::1] result = out
     cdef double[:, ::1] rounded = np.empty((bands, _SPECTRAL_BLOCK))
     cdef double[:, ::1] centred = np.empty((bands, _SPECTRAL_BLOCK))
@@ -619,9 +600,9 @@ def spectral_map(const floating[:, :, ::1] reconstruction, const double[:, ::1] 
     cdef double* row
     cdef double* source
     with nogil:
-        for block in range((end - begin + _SPECTRAL_BLOCK - 1) // _SPECTRAL_BLOCK):
-            start = begin + block * _SPECTRAL_BLOCK
-            count = _min(_SPECTRAL_BLOCK, end - start)
+        for block in range((pixels + _SPECTRAL_BLOCK - 1) // _SPECTRAL_BLOCK):
+            start = block * _SPECTRAL_BLOCK
+            count = _min(_SPECTRAL_BLOCK, pixels - start)
             for j in range(bands):
                 for i in range(count):
                     value = rint(<double>(&reconstruction[j, 0, 0])[start + i])

@@ -30,7 +30,6 @@ import numpy as np
 
 from numcodec_plugin import kernels
 from numcodec_plugin.lowpass import DN_PER_REFLECTANCE_SQUARED
-from numcodec_plugin.tile_pool import map_tiles, parts
 from numcodec_plugin.models.entropy_coding import (
     decode_laplace_rows,
     encode_laplace_rows,
@@ -77,15 +76,12 @@ def apply(correction: SpectralCorrection, reconstruction: np.ndarray, centre: np
     """The (bands, th, tw) reconstruction (DN) after ``correction``: whole DN, float64.
 
     ``R - rint(K (R - c) / 2**a) - b`` with ``R`` the reconstruction rounded to whole DN and clipped to
-    +-VALUE_LIMIT, one pixel at a time (compiled: :func:`numcodec_plugin.kernels.spectral_map`, rows
-    side by side in the tile pool); whole numbers throughout, so exact in float64."""
+    +-VALUE_LIMIT, one pixel at a time (compiled: :func:`numcodec_plugin.kernels.spectral_map`);
+    whole numbers throughout, so exact in float64."""
     weights, offsets = correction.coefficients(reconstruction.shape[0])
-    values, weights, offsets = _floats(reconstruction), np.ascontiguousarray(weights), np.ascontiguousarray(offsets)
-    centre, scale = np.ascontiguousarray(centre, np.float64), 2.0 ** -correction.step_log2
-    out, width = np.empty(values.shape), values.shape[2]
-    map_tiles(lambda rows: kernels.spectral_map(values, weights, offsets, scale, centre, float(VALUE_LIMIT), out,
-                                                rows.start * width, rows.stop * width), parts(values.shape[1]))
-    return out
+    return kernels.spectral_map(_floats(reconstruction), np.ascontiguousarray(weights),
+                                 np.ascontiguousarray(offsets), 2.0 ** -correction.step_log2,
+                                 np.ascontiguousarray(centre, np.float64), float(VALUE_LIMIT))
 
 
 def _floats(values: np.ndarray) -> np.ndarray:

@@ -29,25 +29,13 @@ _pool: ThreadPoolExecutor | None = None
 _lock = threading.Lock()
 
 
-def _workers() -> int:
-    return int(os.environ.get("TERRACODEC_TILE_THREADS", 0)) or os.cpu_count() or 1
-
-
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_workers(), thread_name_prefix="terracodec-tile")
+            workers = int(os.environ.get("TERRACODEC_TILE_THREADS", 0)) or os.cpu_count() or 1
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="terracodec-tile")
         return _pool
-
-
-def parts(length: int) -> list[slice]:
-    """``range(length)`` cut into contiguous slices, one per pool thread (fewer for short ranges): the
-    independent pieces of one tile's work (planes, rows) for :func:`map_tiles` to run side by side,
-    so that a chunk of one tile uses the cores too. Inside a pool thread (tiles already side by
-    side) one slice: the work stays in that thread."""
-    count = 1 if threading.current_thread().name.startswith("terracodec-tile") else max(1, min(_workers(), length))
-    return [slice(length * i // count, length * (i + 1) // count) for i in range(count)]
 
 
 def set_workers(workers: int) -> None:

@@ -42,7 +42,6 @@ from numcodec_plugin import kernels, wavelet
 from numcodec_plugin.bitstream import Reader, signed_varint, varint
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.subband_coding import CONTEXTS, NO_PREDICTOR, CodedSubbands, decode_subbands, encode_subbands
-from numcodec_plugin.tile_pool import map_tiles, parts
 
 LEVELS = 5
 #: a basis entry is stored as round(v * BASIS_SCALE) in int8
@@ -93,15 +92,9 @@ def _basis(dn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _synthesise(components: np.ndarray, means: np.ndarray, basis: np.ndarray) -> np.ndarray:
     """Bands = stored basis (columns: components) applied to the components, plus the means: float64,
-    one multiply and one add per component in order, the same bits on any machine; stored as float32
-    (rows side by side in the tile pool)."""
+    one multiply and one add per component in order, the same bits on any machine; stored as float32."""
     weights = np.ascontiguousarray(basis, np.float64) / BASIS_SCALE  # (components, bands)
-    components, means = np.ascontiguousarray(components), np.ascontiguousarray(means, np.int64)
-    out = np.empty((len(means),) + components.shape[1:], np.float32)
-    width = components.shape[2]
-    map_tiles(lambda rows: kernels.synthesise(components, means, weights, out, rows.start * width, rows.stop * width),
-              parts(components.shape[1]))
-    return out
+    return kernels.synthesise(np.ascontiguousarray(components), np.ascontiguousarray(means, np.int64), weights)
 
 
 def encode(dn: np.ndarray, step: float, rans: bool = False) -> tuple[bytes, list[np.ndarray], np.ndarray]:
@@ -136,15 +129,8 @@ def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis
                  tile_shape: tuple[int, int]) -> np.ndarray:
     """The tile (float32 DN) of the quantised subbands of the kept components, their basis rows and the means."""
     steps = _subband_steps(step_size(index), *tile_shape)
-    components = np.empty((symbols[0].shape[1],) + tuple(tile_shape))
-
-    def invert(planes: slice) -> None:  # components are independent: a few per thread
-        subbands = [kernels.dequantise(np.ascontiguousarray(q[0, planes]), s, RECONSTRUCTION)[None]
-                    for q, s in zip(symbols, steps)]
-        wavelet.inverse(subbands, LEVELS, irreversible=True, out=components[planes])
-
-    map_tiles(invert, parts(len(components)))
-    return _synthesise(components, means, basis)
+    subbands = [kernels.dequantise(np.ascontiguousarray(q[0]), s, RECONSTRUCTION)[None] for q, s in zip(symbols, steps)]
+    return _synthesise(wavelet.inverse(subbands, LEVELS, irreversible=True)[0], means, basis)
 
 
 def decode(data: bytes, bands: int, tile_shape: tuple[int, int], rans: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:

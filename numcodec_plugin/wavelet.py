@@ -103,19 +103,16 @@ def forward(image: np.ndarray, levels: int, irreversible: bool = False) -> list[
     return [low] + details
 
 
-def inverse(subbands: list[np.ndarray], levels: int, irreversible: bool = False, out: np.ndarray | None = None) -> np.ndarray:
-    """Inverse of :func:`forward` (exact for the 5/3; to float64 rounding for the 9/7); the 9/7 writes
-    into ``out`` if given (float64, C-contiguous, the image's (planes, y, x) shape)."""
+def inverse(subbands: list[np.ndarray], levels: int, irreversible: bool = False) -> np.ndarray:
+    """Inverse of :func:`forward` (exact for the 5/3; to float64 rounding for the 9/7)."""
     low = subbands[0]
     if irreversible:
         leading = low.shape[:-2]
         planes = [_planes(band) for band in subbands]
         low = planes[0]
         for level in range(levels):
-            low = kernels.inverse97(low, *planes[1 + 3 * level: 4 + 3 * level], out=out if level == levels - 1 else None)
+            low = kernels.inverse97(low, *planes[1 + 3 * level: 4 + 3 * level])
         return low.reshape(leading + low.shape[-2:])
-    if out is not None:
-        raise ValueError("out is for the irreversible 9/7 only")
     for level in range(levels):
         hl, lh, hh = subbands[1 + 3 * level: 4 + 3 * level]
         rows_low = _inverse_1d(low, lh, -2)

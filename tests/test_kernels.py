@@ -184,37 +184,3 @@ def test_rounding_into_an_integer_dtype_is_numpys_rint_clip_and_no_data_move(bui
     got = np.empty(values.shape, dtype)
     build.round_into(values, got, float(info.min), float(info.max), nodata if info.min <= nodata <= info.max else float("nan"))
     np.testing.assert_array_equal(got, expected)
-
-
-@BUILDS
-def test_kernels_computing_pixel_ranges_into_one_output_give_the_whole_result(build: ModuleType) -> None:
-    """Threads share a tile by computing row ranges into one array (tile_pool.parts): any split gives
-    the very array of one call, and a wrong output or range is refused."""
-    rng = np.random.default_rng(9)
-    components, means, weights = rng.normal(0, 2000, (5, 33, 70)), rng.integers(-3000, 9000, 7), rng.normal(0, 1, (5, 7))
-    reconstruction = rng.normal(3000, 4000, (4, 33, 70))
-    k, b, c = rng.integers(-2000, 2000, (4, 4)).astype(np.float64), rng.integers(-50, 50, 4).astype(np.float64), np.full(4, 2000.0)
-    whole = build.synthesise(components, means, weights), build.spectral_map(reconstruction, k, b, 2.0 ** -8, c, 65536.0)
-    for cuts in ([0, 33 * 70], [0, 700, 701, 33 * 70], [0, 1, 1, 2000, 33 * 70]):
-        synthesised, mapped = np.empty_like(whole[0]), np.empty_like(whole[1])
-        for begin, end in zip(cuts[:-1], cuts[1:]):
-            build.synthesise(components, means, weights, synthesised, begin, end)
-            build.spectral_map(reconstruction, k, b, 2.0 ** -8, c, 65536.0, mapped, begin, end)
-        np.testing.assert_array_equal(synthesised, whole[0])
-        np.testing.assert_array_equal(mapped, whole[1])
-    with pytest.raises(ValueError, match="pixel range"):
-        build.synthesise(components, means, weights, np.empty_like(whole[0]), 10, 33 * 70 + 1)
-    with pytest.raises(ValueError, match="out must be"):
-        build.spectral_map(reconstruction, k, b, 2.0 ** -8, c, 65536.0, np.empty((4, 33, 70), np.float32))
-    ll, hl, lh, hh = build.forward97(components)
-    into = np.empty_like(components)
-    assert build.inverse97(ll, hl, lh, hh, out=into) is into
-    np.testing.assert_array_equal(into, build.inverse97(ll, hl, lh, hh))
-
-
-def test_a_tile_is_cut_into_one_part_per_pool_thread_and_none_inside_the_pool() -> None:
-    from numcodec_plugin import tile_pool
-    cut = tile_pool.parts(7)
-    assert [i for part in cut for i in range(7)[part]] == list(range(7)) and 1 <= len(cut) <= 7
-    assert len(tile_pool.parts(1)) == 1
-    assert tile_pool.map_tiles(lambda _: tile_pool.parts(7), [0, 1]) == [[slice(0, 7)]] * 2
