@@ -577,8 +577,9 @@ def _reconstruct(header: bitstream.ChunkHeader, decoded: np.ndarray, coded: list
 
 
 def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader, out: np.ndarray) -> None:
-    """Write DN rounded and clipped to the dtype (floats: divided by dn_scale) into ``out``; valid values
-    never equal no-data (integers: one compiled pass, :func:`numcodec_plugin.kernels.round_into`)."""
+    """Write DN (float32 or float64, as :func:`_tile_dn` gives) rounded and clipped to the dtype (floats:
+    divided by dn_scale) into ``out``; valid values never equal no-data (integers: one compiled pass,
+    :func:`numcodec_plugin.kernels.round_into`)."""
     dtype, nodata = header.dtype, header.nodata
     if dtype.kind == "f":
         out[...] = dn / header.dn_scale
@@ -586,5 +587,4 @@ def _to_dtype(dn: np.ndarray, header: bitstream.ChunkHeader, out: np.ndarray) ->
             out[out == dtype.type(nodata)] = np.nextafter(dtype.type(nodata), dtype.type(np.inf))
         return
     info = np.iinfo(dtype)
-    kernels.round_into(np.ascontiguousarray(dn, dn.dtype if dn.dtype in (np.float32, np.float64) else np.float64), out,
-                       float(info.min), float(info.max), nodata if info.min <= nodata <= info.max else math.nan)
+    kernels.round_into(dn, out, float(info.min), float(info.max), nodata if info.min <= nodata <= info.max else math.nan)

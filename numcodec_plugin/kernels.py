@@ -1,8 +1,7 @@
 """The compiled inner loops (:mod:`numcodec_plugin._kernels`) in the build this CPU runs fastest.
 
 ``setup.py`` compiles one source twice on x86-64: ``_kernels`` for the baseline instruction set
-(SSE2) and ``_kernels_avx2`` for AVX2, four doubles per instruction where the baseline has two
-(about 2x on the synthesis, the spectral map and the wavelet, ``benchmarks/codec_speed.py``). Both
+(SSE2) and ``_kernels_avx2`` for AVX2, four doubles per instruction where the baseline has two. Both
 are compiled without floating-point contraction and add and multiply in the same order, so they
 compute the same bits (``tests/test_kernels.py`` checks both): which one runs changes the speed,
 never a decoded value. ``TERRACODEC_KERNELS=baseline`` in the environment forces the baseline.
