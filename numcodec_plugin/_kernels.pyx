@@ -205,25 +205,56 @@ cdef void _split_columns(const double* rows, double* even, double* odd, Py_ssize
         _lift_forward(even, odd, eh, oh, width, width)
 
 
-cdef void _merge_columns(const double* even, const double* odd, double* scratch, double* rows, Py_ssize_t eh,
-                         Py_ssize_t oh, Py_ssize_t width) noexcept nogil:
-    """Inverse of :func:`_split_columns`, lifting copies in ``scratch`` (room for the (eh + oh, width) plane)."""
+cdef void _merge_columns(double* even, double* odd, double* rows, Py_ssize_t eh, Py_ssize_t oh,
+                         Py_ssize_t width) noexcept nogil:
+    """Inverse of :func:`_split_columns`: lifts the (eh, width) ``even`` and (oh, width) ``odd`` rows in
+    place and interleaves them into the (eh + oh, width) ``rows``."""
     cdef Py_ssize_t y
-    cdef double* even_copy = scratch
-    cdef double* odd_copy = scratch + eh * width
-    memcpy(even_copy, even, eh * width * sizeof(double))
     if oh:
-        memcpy(odd_copy, odd, oh * width * sizeof(double))
-        _lift_inverse(even_copy, odd_copy, eh, oh, width, width)
+        _lift_inverse(even, odd, eh, oh, width, width)
     for y in range(eh):
-        memcpy(rows + 2 * y * width, even_copy + y * width, width * sizeof(double))
+        memcpy(rows + 2 * y * width, even + y * width, width * sizeof(double))
     for y in range(oh):
-        memcpy(rows + (2 * y + 1) * width, odd_copy + y * width, width * sizeof(double))
+        memcpy(rows + (2 * y + 1) * width, odd + y * width, width * sizeof(double))
 
 
-def inverse97(ll, hl, lh, hh):
-    """Inverse of :func:`forward97` (float64 C-contiguous (planes, y, x) subbands; not modified)."""
-    cdef const double[:, :, ::1] ll_ = ll, hl_ = hl, lh_ = lh, hh_ = hh
+cdef inline void _load(const double* values, const int32_t* symbols, Py_ssize_t plane, Py_ssize_t n, double step,
+                       double reconstruction, double* out) noexcept nogil:
+    """The ``n`` coefficients of plane ``plane`` into ``out``: copied from ``values``, or dequantised from
+    ``symbols`` where given (neither: the subband is empty)."""
+    if symbols != NULL:
+        _dequantise_into(symbols + plane * n, n, step, reconstruction, out)
+    elif values != NULL:
+        memcpy(out, values + plane * n, n * sizeof(double))
+
+
+cdef inline const double* _doubles(const double[:, :, ::1] a) noexcept nogil:
+    return &a[0, 0, 0] if a.shape[0] * a.shape[1] * a.shape[2] else <const double*>NULL
+
+
+cdef inline const int32_t* _symbols(const int32_t[:, :, ::1] a) noexcept nogil:
+    return &a[0, 0, 0] if a.shape[0] * a.shape[1] * a.shape[2] else <const int32_t*>NULL
+
+
+def inverse97(ll, hl, lh, hh, steps=None, double reconstruction=0.0):
+    """Inverse of :func:`forward97` (C-contiguous (planes, y, x) subbands; not modified): ``ll`` float64;
+    the details float64 too, or, with ``steps`` (of ``hl``, ``lh``, ``hh``), int32 quantiser symbols that
+    are dequantised as :func:`dequantise` does on their way into the lifting (one pass less over them)."""
+    cdef const double[:, :, ::1] ll_ = ll
+    cdef const double[:, :, ::1] detail
+    cdef const double* values[3]
+    cdef const int32_t* symbols[3]
+    cdef double step[3]
+    cdef Py_ssize_t j
+    for j, band in enumerate((hl, lh, hh)):
+        values[j] = NULL
+        symbols[j] = NULL
+        step[j] = 1.0
+        if steps is None:
+            detail = band
+            values[j] = _doubles(detail)
+        else:
+            symbols[j], step[j] = _symbols(band), steps[j]
     cdef Py_ssize_t planes = ll.shape[0], eh = ll.shape[1], ew = ll.shape[2], oh = lh.shape[1], ow = hl.shape[2]
     cdef Py_ssize_t height = eh + oh, width = ew + ow, k, y, x
     out = np.empty((planes, height, width))
@@ -233,11 +264,16 @@ def inverse97(ll, hl, lh, hh):
     cdef double[:, ::1] rows_low = np.empty((height, ew))
     cdef double[:, ::1] rows_high = np.empty((height, _max(ow, 1)))
     cdef double[::1] scratch = np.empty(height * ew)
+    cdef double* even = &scratch[0]
     with nogil:
         for k in range(planes):
-            _merge_columns(&ll_[k, 0, 0], &lh_[k, 0, 0] if oh else NULL, &scratch[0], &rows_low[0, 0], eh, oh, ew)
+            memcpy(even, &ll_[k, 0, 0], eh * ew * sizeof(double))
+            _load(values[1], symbols[1], k, oh * ew, step[1], reconstruction, even + eh * ew)
+            _merge_columns(even, even + eh * ew, &rows_low[0, 0], eh, oh, ew)
             if ow:
-                _merge_columns(&hl_[k, 0, 0], &hh_[k, 0, 0] if oh else NULL, &scratch[0], &rows_high[0, 0], eh, oh, ow)
+                _load(values[0], symbols[0], k, eh * ow, step[0], reconstruction, even)
+                _load(values[2], symbols[2], k, oh * ow, step[2], reconstruction, even + eh * ow)
+                _merge_columns(even, even + eh * ow, &rows_high[0, 0], eh, oh, ow)
             for y in range(height):
                 if ow:
                     _lift_inverse(&rows_low[y, 0], &rows_high[y, 0], ew, ow, 1, 1)
@@ -249,9 +285,10 @@ def inverse97(ll, hl, lh, hh):
 
 
 def quantise(const double[:, :, ::1] coefficients, double step, double rounding):
-    """``(sign(c) * floor(|c| / step + rounding)).astype(int64)``: the dead-zone quantiser."""
-    out = np.empty((coefficients.shape[0], coefficients.shape[1], coefficients.shape[2]), np.int64)
-    cdef int64_t[:, :, ::1] q = out
+    """``(sign(c) * floor(|c| / step + rounding)).astype(int32)``: the dead-zone quantiser (symbols of
+    coefficients below 2**31 steps: a tile's quantised subbands are int32 throughout)."""
+    out = np.empty((coefficients.shape[0], coefficients.shape[1], coefficients.shape[2]), np.int32)
+    cdef int32_t[:, :, ::1] q = out
     cdef Py_ssize_t k, y, x
     cdef double c
     cdef int64_t magnitude
@@ -261,23 +298,29 @@ def quantise(const double[:, :, ::1] coefficients, double step, double rounding)
                 for x in range(q.shape[2]):
                     c = coefficients[k, y, x]
                     magnitude = <int64_t>floor(fabs(c) / step + rounding)  # sign(c) * floor(...), exactly
-                    q[k, y, x] = -magnitude if c < 0 else magnitude
+                    q[k, y, x] = <int32_t>(-magnitude if c < 0 else magnitude)
     return out
 
 
-def dequantise(const int64_t[:, :, ::1] symbols, double step, double reconstruction):
+def dequantise(const int32_t[:, :, ::1] symbols, double step, double reconstruction):
     """``sign(q) * (|q| + reconstruction) * step`` in float64."""
     out = np.empty((symbols.shape[0], symbols.shape[1], symbols.shape[2]))
     cdef double[:, :, ::1] c = out
-    cdef Py_ssize_t k, y, x
-    cdef int64_t q
-    with nogil:
-        for k in range(c.shape[0]):
-            for y in range(c.shape[1]):
-                for x in range(c.shape[2]):
-                    q = symbols[k, y, x]  # branch-free: the signs of quantised coefficients are unpredictable
-                    c[k, y, x] = <double>((q > 0) - (q < 0)) * (<double>((q ^ (q >> 63)) - (q >> 63)) + reconstruction) * step
+    cdef Py_ssize_t n = symbols.shape[0] * symbols.shape[1] * symbols.shape[2]
+    if n:
+        with nogil:
+            _dequantise_into(&symbols[0, 0, 0], n, step, reconstruction, &c[0, 0, 0])
     return out
+
+
+cdef inline void _dequantise_into(const int32_t* symbols, Py_ssize_t n, double step, double reconstruction,
+                                  double* out) noexcept nogil:
+    """``out[i] = sign(q) * (|q| + reconstruction) * step`` for the ``n`` symbols ``q``, in float64."""
+    cdef Py_ssize_t i
+    cdef int32_t q
+    for i in range(n):
+        q = symbols[i]  # branch-free: the signs of quantised coefficients are unpredictable
+        out[i] = <double>((q > 0) - (q < 0)) * (<double>((q ^ (q >> 31)) - (q >> 31)) + reconstruction) * step
 
 
 def synthesise(const double[:, :, ::1] components, const int64_t[::1] means, const double[:, ::1] weights):
@@ -367,7 +410,7 @@ def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint 
     """``subband_coding._contexts``: (planes, height, width) uint8 classes 0..2, the terciles per plane
     of the magnitude ``M`` of each coefficient: its parent's magnitude (upsampled, edge-extended;
     with ``wide``, the parent's 3 x 3 neighbourhood sum, edges replicated) plus 9 times each
-    sibling's magnitude at the same place (edge-extended). ``parent``, ``siblings``: int64
+    sibling's magnitude at the same place (edge-extended). ``parent``, ``siblings``: int32
     C-contiguous (planes, y, x) arrays (``parent`` may be None)."""
     cdef Py_ssize_t planes = len(siblings[0]) if parent is None else parent.shape[0]
     cdef Py_ssize_t k, j, i, n = height * width, count = len(siblings)
@@ -380,11 +423,11 @@ def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint 
     # one plane at a time, so that its magnitudes stay in the cache through every pass
     cdef int64_t[::1] magnitude = np.empty(n, np.int64)
     cdef int64_t[::1] scratch = np.empty(n, np.int64)
-    cdef const int64_t[:, :, ::1] source
-    cdef const int64_t[:, :, ::1] first
-    cdef const int64_t[:, :, ::1] second
+    cdef const int32_t[:, :, ::1] source
+    cdef const int32_t[:, :, ::1] first
+    cdef const int32_t[:, :, ::1] second
     cdef int64_t[::1] spread
-    cdef const int64_t* sibling_data[2]
+    cdef const int32_t* sibling_data[2]
     cdef Py_ssize_t sibling_height[2]
     cdef Py_ssize_t sibling_width[2]
     cdef bint has_parent = parent is not None
@@ -424,11 +467,11 @@ cdef inline int64_t _abs(int64_t v) noexcept nogil:
     return (v ^ (v >> 63)) - (v >> 63)
 
 
-cdef void _parent_spread(const int64_t* parent, Py_ssize_t hp, Py_ssize_t wp, bint wide, int64_t* spread) noexcept nogil:
+cdef void _parent_spread(const int32_t* parent, Py_ssize_t hp, Py_ssize_t wp, bint wide, int64_t* spread) noexcept nogil:
     """``|parent|``, or with ``wide`` its 3 x 3 neighbourhood sums (edges replicated), separably:
     along x into ``spread``, then along y in place through one saved row."""
     cdef Py_ssize_t y, x
-    cdef const int64_t* row
+    cdef const int32_t* row
     cdef int64_t* out
     cdef int64_t above, current
     for y in range(hp):
@@ -466,11 +509,11 @@ cdef void _add_upsampled(const int64_t* spread, Py_ssize_t hp, Py_ssize_t wp, in
             out[x] += row[wp - 1]
 
 
-cdef void _add_sibling(const int64_t* sibling, Py_ssize_t hs, Py_ssize_t ws, int64_t* magnitude, Py_ssize_t height,
+cdef void _add_sibling(const int32_t* sibling, Py_ssize_t hs, Py_ssize_t ws, int64_t* magnitude, Py_ssize_t height,
                        Py_ssize_t width) noexcept nogil:
     """magnitude[y, x] += 9 |sibling[min(y, hs - 1), min(x, ws - 1)]|."""
     cdef Py_ssize_t y, x, inner = _min(width, ws)
-    cdef const int64_t* row
+    cdef const int32_t* row
     cdef int64_t* out
     for y in range(height):
         row, out = sibling + _min(y, hs - 1) * ws, magnitude + y * width
@@ -493,7 +536,7 @@ def class_entries(const uint8_t[:, ::1] table, const uint8_t[:, :, ::1] classes)
     return out
 
 
-def class_magnitudes(const int64_t[:, :, ::1] values, const uint8_t[:, :, ::1] classes, Py_ssize_t count):
+def class_magnitudes(const int32_t[:, :, ::1] values, const uint8_t[:, :, ::1] classes, Py_ssize_t count):
     """Per plane and class 0..count-1: the sum of ``|values|`` and the number of coefficients (int64 each)."""
     sums, counts = np.zeros((values.shape[0], count), np.int64), np.zeros((values.shape[0], count), np.int64)
     cdef int64_t[:, ::1] s = sums
@@ -647,12 +690,17 @@ def round_into(const floating[:, :, ::1] values, whole_number[:, :, ::1] out, do
             target[i] = <whole_number>(moved if v == nodata else v)
 
 
-def largest_magnitudes(const int64_t[:, :, ::1] planes):
+ctypedef fused signed_integer:
+    int32_t
+    int64_t
+
+
+def largest_magnitudes(const signed_integer[:, :, ::1] planes):
     """``np.abs(planes).max(axis=(-2, -1))``, 0 for empty planes (int64)."""
     out = np.zeros(planes.shape[0], np.int64)
     cdef int64_t[::1] largest = out
     cdef Py_ssize_t k, i, n = planes.shape[1] * planes.shape[2]
-    cdef const int64_t* values
+    cdef const signed_integer* values
     cdef int64_t v, m
     with nogil:
         for k in range(planes.shape[0]):
@@ -703,7 +751,7 @@ cdef inline void _rans_push(uint64_t* state, vector[uint32_t]* words, uint32_t s
 
 
 def rans_encode(list pieces, const uint32_t[::1] cdf, const int64_t[::1] offsets, const int32_t[::1] radii):
-    """The rANS stream of ``pieces``: (values (planes, y, x) int64, classes (planes, y, x) uint8, table
+    """The rANS stream of ``pieces``: (values (planes, y, x) int32, classes (planes, y, x) uint8, table
     (planes, classes) uint8) in decoding order, each value coded under the law of scale byte
     ``table[plane, class]`` (``cdf[offsets[byte]:]``, radius ``radii[byte]``); byte 0 codes nothing
     (every value of such a class must be 0). Raises ValueError on a value the format cannot hold."""
@@ -713,10 +761,10 @@ def rans_encode(list pieces, const uint32_t[::1] cdf, const int64_t[::1] offsets
     cdef int64_t v
     cdef uint32_t z, index, radius
     cdef uint8_t entry
-    cdef const int64_t[:, :, ::1] values
+    cdef const int32_t[:, :, ::1] values
     cdef const uint8_t[:, :, ::1] classes
     cdef const uint8_t[:, ::1] table
-    cdef const int64_t* row
+    cdef const int32_t* row
     cdef const uint8_t* row_classes
     cdef const uint32_t* law
     cdef int bad = 0
@@ -789,17 +837,17 @@ cdef class RansDecoder:
 
     def decode(self, const uint8_t[:, :, ::1] classes, const uint8_t[:, ::1] table, const uint32_t[::1] cdf,
                const int64_t[::1] offsets, const int32_t[::1] radii):
-        """The next piece: (planes, y, x) int64 values of the context ``classes`` under ``table``."""
+        """The next piece: (planes, y, x) int32 values of the context ``classes`` under ``table``."""
         cdef Py_ssize_t planes = classes.shape[0], n = classes.shape[1] * classes.shape[2], width = table.shape[1]
-        out = np.zeros((planes, classes.shape[1], classes.shape[2]), np.int64)
-        cdef int64_t[:, :, ::1] values = out
+        out = np.zeros((planes, classes.shape[1], classes.shape[2]), np.int32)
+        cdef int32_t[:, :, ::1] values = out
         cdef Py_ssize_t p, i, low, high, middle, count
         cdef uint64_t x = self._state
         cdef uint32_t slot, s, radius
         cdef uint8_t entry
         cdef const uint32_t* law
         cdef const uint8_t* row_classes
-        cdef int64_t* row
+        cdef int32_t* row
         with nogil:
             for p in range(planes):
                 row, row_classes = &values[p, 0, 0], &classes[p, 0, 0]
@@ -826,11 +874,11 @@ cdef class RansDecoder:
                     x = self._refilled((law[s + 1] - law[s]) * (x >> RANS_PRECISION) + slot - law[s])
                     if s == 2 * radius + 1:  # escape: 16 uniform bits follow
                         slot = <uint32_t>x & _RANS_MASK
-                        row[i] = _unzigzag(slot >> (RANS_PRECISION - _ESCAPE_BITS))
+                        row[i] = <int32_t>_unzigzag(slot >> (RANS_PRECISION - _ESCAPE_BITS))
                         x = self._refilled((x >> RANS_PRECISION) * (1 << (RANS_PRECISION - _ESCAPE_BITS))
                                            + (slot & ((1 << (RANS_PRECISION - _ESCAPE_BITS)) - 1)))
                     else:
-                        row[i] = _unzigzag(s)
+                        row[i] = <int32_t>_unzigzag(s)
         self._state = x
         return out
 

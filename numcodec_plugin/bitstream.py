@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from numcodec_plugin import wavelet
+from numcodec_plugin.checksums import crc32
 from numcodec_plugin.errors import BitstreamError
 from numcodec_plugin.lowpass import BLOCK_SIZES, LowpassCorrection
 from numcodec_plugin.models.base import CodedTile
@@ -202,7 +203,7 @@ def pack(chunk: Chunk) -> bytes:
             out += varint(len(part)) + part
     for tile in chunk.tiles:
         out += pack_tile(tile, h.shape[-3], lowpass=bool(flags & FLAG_LOWPASS), spectral=bool(flags & FLAG_SPECTRAL))
-    out += struct.pack("<I", zlib.crc32(out))
+    out += struct.pack("<I", crc32(out))
     return bytes(out)
 
 
@@ -284,7 +285,7 @@ def unpack(data: bytes | bytearray | memoryview | np.ndarray) -> Chunk:
     if len(view) < 12:
         raise BitstreamError(f"truncated chunk: {len(view)} bytes is shorter than any header")
     (stored_crc,) = struct.unpack("<I", view[-4:])
-    if zlib.crc32(view[:-4]) != stored_crc:
+    if crc32(view[:-4]) != stored_crc:
         raise BitstreamError("corrupt or truncated chunk: CRC-32 does not match its contents")
     r = Reader(view[:-4])
     r.take(4, "magic")

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from numcodec_plugin import wavelet
+from numcodec_plugin.checksums import crc32
 from numcodec_plugin.errors import ConfigurationError, EntropyModelMismatchError
 from numcodec_plugin.subband_coding import CodedSubbands, decode_subbands, encode_subbands
 
@@ -78,7 +79,7 @@ def encode_residual(original: np.ndarray, reconstruction: np.ndarray, mask: np.n
     bounded = _bounded(reconstruction, q, step)
     exceptions = _exceptions(original, bounded, valid, nodata)
     result = _with_exceptions(bounded, exceptions)
-    return ResidualLayer(max_error, zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()), zlib.crc32(result.tobytes()),
+    return ResidualLayer(max_error, crc32(np.ascontiguousarray(reconstruction)), crc32(np.ascontiguousarray(result)),
                          coded, exceptions)
 
 
@@ -95,7 +96,7 @@ def _exceptions(original: np.ndarray, bounded: np.ndarray, valid: np.ndarray, no
 
 def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarray:
     """The bounded reconstruction; raises if ``reconstruction`` is not the encoder's."""
-    if zlib.crc32(np.ascontiguousarray(reconstruction).tobytes()) != layer.reconstruction_crc:
+    if crc32(np.ascontiguousarray(reconstruction)) != layer.reconstruction_crc:
         raise EntropyModelMismatchError(
             "the learned reconstruction here differs from the encoder's (device or library version), "
             "so the chunk's error bound cannot be guaranteed; decode it where the network output matches"
@@ -106,7 +107,7 @@ def apply_residual(reconstruction: np.ndarray, layer: ResidualLayer) -> np.ndarr
     q = wavelet.inverse(subbands, levels)
     step = (2 * np.asarray(layer.max_error, np.int64) + 1)[None, :, None, None]
     result = _with_exceptions(_bounded(reconstruction, q, step), layer.exceptions)
-    if zlib.crc32(result.tobytes()) != layer.result_crc:
+    if crc32(np.ascontiguousarray(result)) != layer.result_crc:
         raise EntropyModelMismatchError("the residual layer decodes to other values than were encoded (corrupt stream)")
     return result
 

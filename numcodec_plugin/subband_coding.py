@@ -77,7 +77,7 @@ def _contexts(index: int, coded: list[np.ndarray], shape: tuple[int, ...], wide:
     return classes.reshape(shape)
 
 
-def _planes(band: np.ndarray, dtype: type = np.int64) -> np.ndarray:
+def _planes(band: np.ndarray, dtype: type = np.int32) -> np.ndarray:
     """A (frames, bands, y, x) subband (or its classes) as C-contiguous (frames * bands, y, x) planes."""
     return np.ascontiguousarray(band.reshape((int(np.prod(band.shape[:-2])),) + band.shape[-2:]), dtype)
 
@@ -99,14 +99,14 @@ def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
 
 
 def _split(band: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(shift, high, low) of one subband: high parts fit the Laplace coder, low bits go uniform
-    (None where every shift is 0, the usual case: the subband is its own high part)."""
-    widest = kernels.largest_magnitudes(_planes(band)).reshape(band.shape[:2])
+    """(shift, high, low) of one integer subband: int32 high parts that fit the Laplace coder, low bits
+    that go uniform (None where every shift is 0, the usual case: the subband is its own high part)."""
+    widest = kernels.largest_magnitudes(_planes(band, band.dtype)).reshape(band.shape[:2])
     shift = np.maximum(0, np.ceil(np.log2(widest + 1)).astype(np.int64) - _HIGH_BITS).astype(np.uint8)
     if not shift.any():
-        return shift, band, None
+        return shift, band.astype(np.int32, copy=False), None
     high = band >> shift[..., None, None]
-    return shift, high, band - (high << shift[..., None, None])
+    return shift, high.astype(np.int32), band - (high << shift[..., None, None])
 
 
 def _low_sizes(shift: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -206,7 +206,8 @@ def encode_subbands(subbands: list[np.ndarray], predict: bool = True, tabled: bo
 
 def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]], tabled: bool = False,
                     wide_contexts: bool = False, rans: bool = False) -> list[np.ndarray]:
-    """Inverse of :func:`encode_subbands` (with the same options), for subbands of the (frames, bands, y, x) ``shapes``."""
+    """Inverse of :func:`encode_subbands` (with the same options), for subbands of the (frames, bands, y, x)
+    ``shapes``: int32 (int64 where a subband has low bits)."""
     expected = shapes[0][:2] + (len(shapes),)
     if any(a.shape != expected for a in (coded.shift, coded.predictor, coded.weight)) or \
             coded.scale_index.shape != expected + (CONTEXTS,):
@@ -223,7 +224,7 @@ def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]
         decoder = LaplaceTableDecoder(coded.high) if tabled else LaplaceDecoder(coded.high)
         for i, shape in enumerate(shapes):
             index = _coefficient_index(coded.scale_index[..., i, :], _contexts(i, high_parts, shape, wide_contexts))
-            high_parts.append(decoder.decode(index if tabled else laplace_scale(index)).astype(np.int64))
+            high_parts.append(decoder.decode(index if tabled else laplace_scale(index)).astype(np.int32))
     sizes = {i: _low_sizes(coded.shift[..., i], s) for i, s in enumerate(shapes) if coded.shift[..., i].any()}
     coded_low = [size[size > 1] for size in sizes.values()]
     lows = decode_uniform(coded.low, np.concatenate(coded_low)).astype(np.int64) if coded_low else np.zeros(0, np.int64)
@@ -231,7 +232,7 @@ def decode_subbands(coded: CodedSubbands, shapes: list[tuple[int, int, int, int]
     for i, high in enumerate(high_parts):
         band = high
         if i in sizes:
-            band = high << coded.shift[..., i].astype(np.int64)[..., None, None]
+            band = high.astype(np.int64) << coded.shift[..., i].astype(np.int64)[..., None, None]
             wide = sizes[i] > 1
             band[wide] += lows[low_offset:low_offset + int(wide.sum())]
             low_offset += int(wide.sum())

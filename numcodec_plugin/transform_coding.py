@@ -128,9 +128,9 @@ def encode(dn: np.ndarray, step: float, rans: bool = False) -> tuple[bytes, list
 def _reconstruct(symbols: list[np.ndarray], index: int, means: np.ndarray, basis: np.ndarray,
                  tile_shape: tuple[int, int]) -> np.ndarray:
     """The tile (float32 DN) of the quantised subbands of the kept components, their basis rows and the means."""
-    steps = _subband_steps(step_size(index), *tile_shape)
-    subbands = [kernels.dequantise(np.ascontiguousarray(q[0]), s, RECONSTRUCTION)[None] for q, s in zip(symbols, steps)]
-    return _synthesise(wavelet.inverse(subbands, LEVELS, irreversible=True)[0], means, basis)
+    components = wavelet.inverse([q[0] for q in symbols], LEVELS, irreversible=True,
+                                 steps=_subband_steps(step_size(index), *tile_shape), reconstruction=RECONSTRUCTION)
+    return _synthesise(components, means, basis)
 
 
 def decode(data: bytes, bands: int, tile_shape: tuple[int, int], rans: bool = False) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -12,6 +12,8 @@ time in a fixed order, so every machine computes the same bits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from numcodec_plugin import kernels
@@ -77,9 +79,9 @@ def _inverse_1d(low: np.ndarray, high: np.ndarray, axis: int) -> np.ndarray:
     return out
 
 
-def _planes(image: np.ndarray) -> np.ndarray:
-    """(..., y, x) ``image`` as C-contiguous float64 (planes, y, x), the layout of the compiled 9/7."""
-    return np.ascontiguousarray(image.reshape((int(np.prod(image.shape[:-2])),) + image.shape[-2:]), np.float64)
+def _planes(image: np.ndarray, dtype: type = np.float64) -> np.ndarray:
+    """(..., y, x) ``image`` as C-contiguous (planes, y, x) of ``dtype``, the layout of the compiled 9/7."""
+    return np.ascontiguousarray(image.reshape((int(np.prod(image.shape[:-2])),) + image.shape[-2:]), dtype)
 
 
 def forward(image: np.ndarray, levels: int, irreversible: bool = False) -> list[np.ndarray]:
@@ -103,18 +105,30 @@ def forward(image: np.ndarray, levels: int, irreversible: bool = False) -> list[
     return [low] + details
 
 
-def inverse(subbands: list[np.ndarray], levels: int, irreversible: bool = False) -> np.ndarray:
-    """Inverse of :func:`forward` (exact for the 5/3; to float64 rounding for the 9/7)."""
+def inverse(subbands: list[np.ndarray], levels: int, irreversible: bool = False,
+            steps: Sequence[float] | None = None, reconstruction: float = 0.0) -> np.ndarray:
+    """Inverse of :func:`forward` (exact for the 5/3, in int64; to float64 rounding for the 9/7).
+
+    With ``steps`` (one per subband; 9/7 only), ``subbands`` are int32 quantiser symbols ``q``, taken as
+    the coefficients ``sign(q) (|q| + reconstruction) step`` (:func:`numcodec_plugin.kernels.dequantise`),
+    dequantised as the lifting reads them."""
     low = subbands[0]
     if irreversible:
         leading = low.shape[:-2]
-        planes = [_planes(band) for band in subbands]
-        low = planes[0]
+        if steps is None:
+            planes = [_planes(band) for band in subbands]
+            low = planes[0]
+        else:
+            planes = [_planes(band, np.int32) for band in subbands]
+            low = kernels.dequantise(planes[0], steps[0], reconstruction)
         for level in range(levels):
-            low = kernels.inverse97(low, *planes[1 + 3 * level: 4 + 3 * level])
+            details = slice(1 + 3 * level, 4 + 3 * level)
+            low = kernels.inverse97(low, *planes[details], steps=None if steps is None else steps[details],
+                                    reconstruction=reconstruction)
         return low.reshape(leading + low.shape[-2:])
+    low = low.astype(np.int64, copy=False)
     for level in range(levels):
-        hl, lh, hh = subbands[1 + 3 * level: 4 + 3 * level]
+        hl, lh, hh = (band.astype(np.int64, copy=False) for band in subbands[1 + 3 * level: 4 + 3 * level])
         rows_low = _inverse_1d(low, lh, -2)
         rows_high = _inverse_1d(hl, hh, -2)
         low = _inverse_1d(rows_low, rows_high, -1)

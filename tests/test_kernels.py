@@ -61,11 +61,29 @@ def test_one_level_of_the_compiled_9_7_is_numpys_lifting(build: ModuleType, heig
 def test_the_quantisers_are_their_numpy_expressions(build: ModuleType, seed: int, step: float) -> None:
     rng = np.random.default_rng(seed)
     c = rng.laplace(0.0, step, (2, 17, 23)) * (rng.random((2, 17, 23)) < 0.7)
-    np.testing.assert_array_equal(build.quantise(c, step, 0.3),
-                                  (np.sign(c) * np.floor(np.abs(c) / step + 0.3)).astype(np.int64))
-    q = rng.integers(-5000, 5000, (2, 17, 23)) * (rng.random((2, 17, 23)) < 0.5)
+    quantised = build.quantise(c, step, 0.3)
+    assert quantised.dtype == np.int32
+    np.testing.assert_array_equal(quantised, (np.sign(c) * np.floor(np.abs(c) / step + 0.3)).astype(np.int32))
+    q = (rng.integers(-5000, 5000, (2, 17, 23)) * (rng.random((2, 17, 23)) < 0.5)).astype(np.int32)
     np.testing.assert_array_equal(build.dequantise(q, step, 0.1), np.sign(q) * (np.abs(q) + 0.1) * step)
-    np.testing.assert_array_equal(build.largest_magnitudes(q), np.abs(q).max(axis=(1, 2)))
+    for symbols in (q, q.astype(np.int64) << 20):
+        np.testing.assert_array_equal(build.largest_magnitudes(symbols), np.abs(symbols).max(axis=(1, 2)))
+
+
+@BUILDS
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(1, 30), width=st.integers(1, 30), planes=st.integers(1, 3), seed=st.integers(0, 10**6))
+def test_the_inverse_9_7_of_symbols_is_the_inverse_of_their_dequantised_coefficients(
+        build: ModuleType, height: int, width: int, planes: int, seed: int) -> None:
+    """Dequantising on the way into the lifting gives the bits of dequantising first (empty subbands too)."""
+    rng = np.random.default_rng(seed)
+    ll = rng.normal(0.0, 3000.0, (planes, (height + 1) // 2, (width + 1) // 2))
+    shapes = ((height + 1) // 2, width // 2), (height // 2, (width + 1) // 2), (height // 2, width // 2)
+    symbols = [np.rint(rng.laplace(0.0, 2.0, (planes,) + shape)).astype(np.int32) for shape in shapes]
+    steps = tuple(rng.uniform(1.0, 40.0, 3))
+    dequantised = [build.dequantise(q, s, 0.1) for q, s in zip(symbols, steps)]
+    np.testing.assert_array_equal(build.inverse97(ll, *symbols, steps=steps, reconstruction=0.1),
+                                  build.inverse97(ll, *dequantised))
 
 
 @BUILDS
@@ -107,9 +125,9 @@ def test_context_classes_are_numpys_terciles(build: ModuleType, height: int, wid
                                              has_parent: bool, sibling_count: int) -> None:
     """Small and huge magnitudes take the histogram and the selection path; ties and odd sizes included."""
     rng = np.random.default_rng(seed)
-    parent = rng.laplace(0, scale, (planes, (height + 1) // 2, (width + rng.integers(0, 2)) // 2 or 1)).astype(np.int64)
+    parent = rng.laplace(0, scale, (planes, (height + 1) // 2, (width + rng.integers(0, 2)) // 2 or 1)).astype(np.int32)
     siblings = [rng.laplace(0, scale, (planes, height + rng.integers(-1, 1) or 1, width + rng.integers(-1, 1) or 1))
-                .astype(np.int64) for _ in range(sibling_count)]
+                .astype(np.int32) for _ in range(sibling_count)]
     if not has_parent and not siblings:
         has_parent = True
     got = build.context_classes(parent if has_parent else None, siblings, height, width, wide)

@@ -8,13 +8,13 @@ disagrees with the encoder's before it returns anything.
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from numcodec_plugin.checksums import crc32
 from numcodec_plugin.lowpass import LowpassCorrection
 from numcodec_plugin.spectral import SpectralCorrection
 from numcodec_plugin.models.identity import ModelIdentity
@@ -110,5 +110,5 @@ def symbol_checksum(*symbols: np.ndarray | torch.Tensor) -> int:
     crc = 0
     for values in symbols:
         array = values.detach().float().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
-        crc = zlib.crc32((array if array.dtype.kind in "iu" else np.rint(array)).astype("<i4").tobytes(), crc)
+        crc = crc32(np.ascontiguousarray(array if array.dtype.kind in "iu" else np.rint(array), "<i4"), crc)
     return crc

@@ -57,11 +57,11 @@ def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def encode(pieces: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> bytes:
     """The stream of ``pieces``, in the order a :class:`Decoder` reads them: (values, classes, table) with
-    int64 values and uint8 classes (planes, y, x), each value coded under the law of the scale byte
+    int32 values and uint8 classes (planes, y, x), each value coded under the law of the scale byte
     ``table[plane, class]``; a byte of 0 codes nothing (its class must hold only zeros). Values stay
     within +-2**15 (beyond their law's radius they escape to 16 uniform bits)."""
     cdf, offsets, radii = tables()
-    return kernels.rans_encode([(np.ascontiguousarray(v, np.int64), np.ascontiguousarray(c, np.uint8),
+    return kernels.rans_encode([(np.ascontiguousarray(v, np.int32), np.ascontiguousarray(c, np.uint8),
                                  np.ascontiguousarray(t, np.uint8)) for v, c, t in pieces], cdf, offsets, radii)
 
 
@@ -75,7 +75,7 @@ class Decoder:
         self._coder = kernels.RansDecoder(np.frombuffer(data, "<u4").astype(np.uint32))
 
     def decode(self, classes: np.ndarray, table: np.ndarray) -> np.ndarray:
-        """The next piece: int64 values of the (planes, y, x) uint8 ``classes`` under the (planes, classes) ``table``."""
+        """The next piece: int32 values of the (planes, y, x) uint8 ``classes`` under the (planes, classes) ``table``."""
         cdf, offsets, radii = tables()
         return self._coder.decode(np.ascontiguousarray(classes, np.uint8), np.ascontiguousarray(table, np.uint8),
                                   cdf, offsets, radii)
