@@ -323,17 +323,44 @@ cdef inline void _dequantise_into(const int32_t* symbols, Py_ssize_t n, double s
         out[i] = <double>((q > 0) - (q < 0)) * (<double>((q ^ (q >> 31)) - (q >> 31)) + reconstruction) * step
 
 
+cdef void _accumulate(double* total, const double** sources, Py_ssize_t offset, const double* weights,
+                      Py_ssize_t stride, Py_ssize_t terms, Py_ssize_t count) noexcept nogil:
+    """``total[i] = total[i] + weights[k * stride] * sources[k][offset + i]`` for ``k = 0, 1, ...`` in
+    order: per element the IEEE operations of one loop per term, but four terms per pass over
+    ``total`` (a quarter of its loads and stores)."""
+    cdef Py_ssize_t k = 0, i
+    cdef const double* a
+    cdef const double* b
+    cdef const double* c
+    cdef const double* d
+    cdef double wa, wb, wc, wd
+    while k + 4 <= terms:
+        a, b, c, d = sources[k] + offset, sources[k + 1] + offset, sources[k + 2] + offset, sources[k + 3] + offset
+        wa, wb, wc, wd = weights[k * stride], weights[(k + 1) * stride], weights[(k + 2) * stride], weights[(k + 3) * stride]
+        for i in range(count):
+            total[i] = total[i] + wa * a[i] + wb * b[i] + wc * c[i] + wd * d[i]  # left to right, as C adds
+        k += 4
+    while k < terms:
+        a, wa = sources[k] + offset, weights[k * stride]
+        for i in range(count):
+            total[i] = total[i] + wa * a[i]
+        k += 1
+
+
 def synthesise(const double[:, :, ::1] components, const int64_t[::1] means, const double[:, ::1] weights):
     """Bands ``means[b] + sum_k weights[k, b] * components[k]``, the terms added in ``k`` order in
     float64, stored as float32 (the precision the engine takes reconstructions in)."""
     cdef Py_ssize_t kept = components.shape[0], pixels = components.shape[1] * components.shape[2]
     cdef Py_ssize_t bands = means.shape[0], b, k, i, block, start, count
     out = np.empty((bands, components.shape[1], components.shape[2]), np.float32)
+    if pixels == 0:
+        return out
     cdef float[:, :, ::1] result = out
     cdef double[_BLOCK] sums
-    cdef const double* component
+    cdef const double** sources = <const double**>malloc(kept * sizeof(double*))
     cdef float* row
-    cdef double weight
+    for k in range(kept):
+        sources[k] = &components[k, 0, 0]
     with nogil:
         for block in range((pixels + _BLOCK - 1) // _BLOCK):  # blocks of pixels that stay in the L1 cache
             start = block * _BLOCK
@@ -341,14 +368,11 @@ def synthesise(const double[:, :, ::1] components, const int64_t[::1] means, con
             for b in range(bands):
                 for i in range(count):
                     sums[i] = <double>means[b]
-                for k in range(kept):
-                    component = &components[k, 0, 0] + start
-                    weight = weights[k, b]
-                    for i in range(count):
-                        sums[i] = sums[i] + weight * component[i]
+                _accumulate(sums, sources, start, &weights[0, b], bands, kept, count)
                 row = &result[b, 0, 0] + start
                 for i in range(count):
                     row[i] = <float>sums[i]
+    free(sources)
     return out
 
 
@@ -639,9 +663,12 @@ def spectral_map(const floating[:, :, ::1] reconstruction, const double[:, ::1] 
     cdef double[:, ::1] rounded = np.empty((bands, _SPECTRAL_BLOCK))
     cdef double[:, ::1] centred = np.empty((bands, _SPECTRAL_BLOCK))
     cdef double[_SPECTRAL_BLOCK] total
-    cdef double value, weight, offset
+    cdef double value, offset
     cdef double* row
     cdef double* source
+    cdef const double** sources = <const double**>malloc(bands * sizeof(double*))
+    for j in range(bands):
+        sources[j] = &centred[j, 0]
     with nogil:
         for block in range((pixels + _SPECTRAL_BLOCK - 1) // _SPECTRAL_BLOCK):
             start = block * _SPECTRAL_BLOCK
@@ -655,13 +682,11 @@ def spectral_map(const floating[:, :, ::1] reconstruction, const double[:, ::1] 
             for b in range(bands):  # per pixel the terms are added in band order, in loops over pixels
                 for i in range(count):
                     total[i] = 0.0
-                for j in range(bands):
-                    weight, source = weights[b, j], &centred[j, 0]
-                    for i in range(count):
-                        total[i] = total[i] + weight * source[i]
+                _accumulate(total, sources, 0, &weights[b, 0], 1, bands, count)
                 row, source, offset = &result[b, 0, 0] + start, &rounded[b, 0], offsets[b]
                 for i in range(count):
                     row[i] = source[i] - (rint(total[i] * scale) + offset)
+    free(sources)
     return out
 
 
