@@ -384,6 +384,24 @@ cdef double _interpolated(int64_t a, int64_t b, double virtual, Py_ssize_t below
     return <double>a + diff * gamma
 
 
+cdef int64_t* _histogram(const int64_t* values, Py_ssize_t n, int64_t largest) noexcept nogil:
+    """The counts (calloc'd, ``largest + 1`` of them) of the ``n`` values in ``0..largest``, from four
+    interleaved histograms summed at the end: in one, each increment of a run of equal values (mostly
+    zeros at low rates) would wait for the one before."""
+    cdef Py_ssize_t i, size = largest + 1
+    cdef int64_t* counts = <int64_t*>calloc(4 * size, sizeof(int64_t))
+    for i in range(0, n - 3, 4):
+        counts[values[i]] += 1
+        counts[size + values[i + 1]] += 1
+        counts[2 * size + values[i + 2]] += 1
+        counts[3 * size + values[i + 3]] += 1
+    for i in range(n - n % 4, n):
+        counts[values[i]] += 1
+    for i in range(size):
+        counts[i] += counts[size + i] + counts[2 * size + i] + counts[3 * size + i]
+    return counts
+
+
 cdef void _terciles(const int64_t* values, Py_ssize_t n, int64_t* scratch, double* thresholds) noexcept nogil:
     """``np.quantile(values, [1/3, 2/3])`` (linear interpolation between order statistics, numpy's
     operations in numpy's order) of ``n`` non-negative integers, by a histogram where their range is
@@ -403,9 +421,7 @@ cdef void _terciles(const int64_t* values, Py_ssize_t n, int64_t* scratch, doubl
         virtual[q] = <double>(n - 1) * ((1.0 / 3.0) if q == 0 else (2.0 / 3.0))
         below[q] = <Py_ssize_t>floor(virtual[q])
     if largest < n:
-        counts = <int64_t*>calloc(largest + 1, sizeof(int64_t))
-        for i in range(n):
-            counts[values[i]] += 1
+        counts = _histogram(values, n, largest)
         for q in range(2):
             seen, v = 0, 0  # the values of ranks below and below + 1: the first whose cumulative count passes each
             while seen + counts[v] <= below[q]:
@@ -472,10 +488,11 @@ def context_classes(parent, siblings, Py_ssize_t height, Py_ssize_t width, bint 
     cdef uint8_t* c
     with nogil:
         for k in range(planes):
-            memset(m, 0, n * sizeof(int64_t))
             if has_parent:
                 _parent_spread(&source[k, 0, 0], hp, wp, wide, &spread[0])
-                _add_upsampled(&spread[0], hp, wp, m, height, width)
+                _upsample_into(&spread[0], hp, wp, m, height, width)
+            else:
+                memset(m, 0, n * sizeof(int64_t))
             for j in range(count):
                 _add_sibling(sibling_data[j] + k * sibling_height[j] * sibling_width[j], sibling_height[j],
                              sibling_width[j], m, height, width)
@@ -519,18 +536,24 @@ cdef void _parent_spread(const int32_t* parent, Py_ssize_t hp, Py_ssize_t wp, bi
     free(saved)
 
 
-cdef void _add_upsampled(const int64_t* spread, Py_ssize_t hp, Py_ssize_t wp, int64_t* magnitude, Py_ssize_t height,
+cdef void _upsample_into(const int64_t* spread, Py_ssize_t hp, Py_ssize_t wp, int64_t* magnitude, Py_ssize_t height,
                          Py_ssize_t width) noexcept nogil:
-    """magnitude[y, x] += spread[min(y // 2, hp - 1), min(x // 2, wp - 1)]."""
-    cdef Py_ssize_t y, x, inner = _min(width, 2 * wp)
+    """magnitude[y, x] = spread[min(y // 2, hp - 1), min(x // 2, wp - 1)]: each parent row widened once,
+    then copied to the rows below it that share it."""
+    cdef Py_ssize_t y, x, pairs = _min(width // 2, wp)
     cdef const int64_t* row
     cdef int64_t* out
     for y in range(height):
-        row, out = spread + _min(y // 2, hp - 1) * wp, magnitude + y * width
-        for x in range(inner):
-            out[x] += row[x >> 1]
-        for x in range(inner, width):
-            out[x] += row[wp - 1]
+        out = magnitude + y * width
+        if y and _min(y // 2, hp - 1) == _min((y - 1) // 2, hp - 1):
+            memcpy(out, out - width, width * sizeof(int64_t))
+            continue
+        row = spread + _min(y // 2, hp - 1) * wp
+        for x in range(pairs):
+            out[2 * x] = row[x]
+            out[2 * x + 1] = row[x]
+        for x in range(2 * pairs, width):
+            out[x] = row[_min(x >> 1, wp - 1)]
 
 
 cdef void _add_sibling(const int32_t* sibling, Py_ssize_t hs, Py_ssize_t ws, int64_t* magnitude, Py_ssize_t height,
