@@ -885,33 +885,41 @@ cdef class RansDecoder:
 
     def decode(self, const uint8_t[:, :, ::1] classes, const uint8_t[:, ::1] table, const uint32_t[::1] cdf,
                const int64_t[::1] offsets, const int32_t[::1] radii):
-        """The next piece: (planes, y, x) int32 values of the context ``classes`` under ``table``."""
-        cdef Py_ssize_t planes = classes.shape[0], n = classes.shape[1] * classes.shape[2], width = table.shape[1]
-        out = np.zeros((planes, classes.shape[1], classes.shape[2]), np.int32)
+        """The next piece: (planes, y, x) int32 values of the context ``classes`` under ``table`` (each plane's
+        laws looked up once per class). A symbol is searched for among the first few of its law one by
+        one: the branches are mostly predicted (most values are 0 or +-1), which keeps them off the chain
+        from one state to the next, where a branch-free comparison of several would sit (slower here)."""
+        cdef Py_ssize_t planes = classes.shape[0], n = classes.shape[1] * classes.shape[2]
+        cdef Py_ssize_t width = _min(table.shape[1], 256)
+        out = np.zeros((planes, classes.shape[1], classes.shape[2]), np.int32)  # the zeros of classes of zeros
         cdef int32_t[:, :, ::1] values = out
-        cdef Py_ssize_t p, i, low, high, middle, count
+        cdef Py_ssize_t p, i, c, low, high, middle
         cdef uint64_t x = self._state
-        cdef uint32_t slot, s, radius
-        cdef uint8_t entry
+        cdef uint32_t slot, s
+        cdef uint8_t cls
+        cdef uint8_t[256] entry
+        cdef const uint32_t* law_of[256]
+        cdef uint32_t[256] escape_of
         cdef const uint32_t* law
         cdef const uint8_t* row_classes
         cdef int32_t* row
         with nogil:
             for p in range(planes):
+                for c in range(width):  # this plane's law per class
+                    entry[c] = table[p, c]
+                    law_of[c], escape_of[c] = &cdf[offsets[entry[c]]], 2 * <uint32_t>radii[entry[c]] + 1
                 row, row_classes = &values[p, 0, 0], &classes[p, 0, 0]
                 for i in range(n):
-                    entry = table[p, row_classes[i]] if row_classes[i] < width else 0
-                    if entry == 0:
+                    cls = row_classes[i]
+                    if cls >= width or entry[cls] == 0:  # a class of zeros: nothing coded
                         continue
-                    radius = <uint32_t>radii[entry]
-                    law = &cdf[offsets[entry]]
-                    count = 2 * radius + 2
+                    law = law_of[cls]
                     slot = <uint32_t>x & _RANS_MASK
                     s = 0
-                    while s < 8 and s + 1 < count and law[s + 1] <= slot:  # most values are among the first few
+                    while s < 8 and s < escape_of[cls] and law[s + 1] <= slot:  # most values are among the first few
                         s += 1
                     if s == 8 and law[s + 1] <= slot:
-                        low, high = s + 1, count - 1  # the symbol is the last index in [low, high] with law[.] <= slot
+                        low, high = s + 1, escape_of[cls]  # the symbol is the last index in [low, high] with law[.] <= slot
                         while low < high:
                             middle = (low + high + 1) >> 1
                             if law[middle] <= slot:
@@ -920,7 +928,7 @@ cdef class RansDecoder:
                                 high = middle - 1
                         s = <uint32_t>low
                     x = self._refilled((law[s + 1] - law[s]) * (x >> RANS_PRECISION) + slot - law[s])
-                    if s == 2 * radius + 1:  # escape: 16 uniform bits follow
+                    if s == escape_of[cls]:  # escape: 16 uniform bits follow
                         slot = <uint32_t>x & _RANS_MASK
                         row[i] = <int32_t>_unzigzag(slot >> (RANS_PRECISION - _ESCAPE_BITS))
                         x = self._refilled((x >> RANS_PRECISION) * (1 << (RANS_PRECISION - _ESCAPE_BITS))
