@@ -165,57 +165,37 @@ cdef inline void _scale_line(double* x, Py_ssize_t length, int up) noexcept nogi
 
 def forward97(const double[:, :, ::1] image):
     """One level of the 9/7 analysis of (planes, y, x) ``image``: ``(ll, hl, lh, hh)``, as
-    ``wavelet.forward`` names them (rows split first, then the columns of each half). One plane at a
-    time, through scratch rows the size of one plane, so the work stays in the cache."""
+    ``wavelet.forward`` names them (rows split first, then the columns of each half). Each row is
+    split and lifted straight into its subbands' row, whose columns are then lifted in place."""
     cdef Py_ssize_t planes = image.shape[0], height = image.shape[1], width = image.shape[2]
     cdef Py_ssize_t ew = (width + 1) // 2, ow = width // 2, eh = (height + 1) // 2, oh = height // 2
     ll, lh = np.empty((planes, eh, ew)), np.empty((planes, oh, ew))
     hl, hh = np.empty((planes, eh, ow)), np.empty((planes, oh, ow))
-    cdef double[:, :, ::1] ll_, lh_ = lh, hl_ = hl, hh_ = hh
-    ll_ = ll
-    cdef double[:, ::1] rows_low = np.empty((height, ew))
-    cdef double[:, ::1] rows_high = np.empty((height, ow))
+    cdef double[:, :, ::1] ll_ = ll, lh_ = lh, hl_ = hl, hh_ = hh
     cdef Py_ssize_t k, y, x
+    cdef const double* source
+    cdef double* even
+    cdef double* odd
     if height == 0 or width == 0:
         return ll, hl, lh, hh
     with nogil:
         for k in range(planes):
             for y in range(height):
-                for x in range(ew):
-                    rows_low[y, x] = image[k, y, 2 * x]
+                source = &image[k, y, 0]
+                even = &ll_[k, y >> 1, 0] if (y & 1) == 0 else &lh_[k, y >> 1, 0]
+                odd = <double*>NULL if not ow else (&hl_[k, y >> 1, 0] if (y & 1) == 0 else &hh_[k, y >> 1, 0])
                 for x in range(ow):
-                    rows_high[y, x] = image[k, y, 2 * x + 1]
+                    even[x] = source[2 * x]
+                    odd[x] = source[2 * x + 1]
+                if ew > ow:
+                    even[ow] = source[2 * ow]
                 if ow:
-                    _lift_forward(&rows_low[y, 0], &rows_high[y, 0], ew, ow, 1, 1)
-            _split_columns(&rows_low[0, 0], &ll_[k, 0, 0], &lh_[k, 0, 0] if oh else NULL, eh, oh, ew)
-            if ow:
-                _split_columns(&rows_high[0, 0], &hl_[k, 0, 0], &hh_[k, 0, 0] if oh else NULL, eh, oh, ow)
+                    _lift_forward(even, odd, ew, ow, 1, 1)
+            if oh:
+                _lift_forward(&ll_[k, 0, 0], &lh_[k, 0, 0], eh, oh, ew, ew)
+                if ow:
+                    _lift_forward(&hl_[k, 0, 0], &hh_[k, 0, 0], eh, oh, ow, ow)
     return ll, hl, lh, hh
-
-
-cdef void _split_columns(const double* rows, double* even, double* odd, Py_ssize_t eh, Py_ssize_t oh,
-                         Py_ssize_t width) noexcept nogil:
-    """Even and odd rows of the (eh + oh, width) ``rows`` into ``even`` and ``odd``, lifted along the columns."""
-    cdef Py_ssize_t y
-    for y in range(eh):
-        memcpy(even + y * width, rows + 2 * y * width, width * sizeof(double))
-    for y in range(oh):
-        memcpy(odd + y * width, rows + (2 * y + 1) * width, width * sizeof(double))
-    if oh:
-        _lift_forward(even, odd, eh, oh, width, width)
-
-
-cdef void _merge_columns(double* even, double* odd, double* rows, Py_ssize_t eh, Py_ssize_t oh,
-                         Py_ssize_t width) noexcept nogil:
-    """Inverse of :func:`_split_columns`: lifts the (eh, width) ``even`` and (oh, width) ``odd`` rows in
-    place and interleaves them into the (eh + oh, width) ``rows``."""
-    cdef Py_ssize_t y
-    if oh:
-        _lift_inverse(even, odd, eh, oh, width, width)
-    for y in range(eh):
-        memcpy(rows + 2 * y * width, even + y * width, width * sizeof(double))
-    for y in range(oh):
-        memcpy(rows + (2 * y + 1) * width, odd + y * width, width * sizeof(double))
 
 
 cdef inline void _load(const double* values, const int32_t* symbols, Py_ssize_t plane, Py_ssize_t n, double step,
@@ -256,31 +236,36 @@ def inverse97(ll, hl, lh, hh, steps=None, double reconstruction=0.0):
         else:
             symbols[j], step[j] = _symbols(band), steps[j]
     cdef Py_ssize_t planes = ll.shape[0], eh = ll.shape[1], ew = ll.shape[2], oh = lh.shape[1], ow = hl.shape[2]
-    cdef Py_ssize_t height = eh + oh, width = ew + ow, k, y, x
+    cdef Py_ssize_t height = eh + oh, width = ew + ow, k, y, x, row
     out = np.empty((planes, height, width))
     if height == 0 or width == 0:
         return out
     cdef double[:, :, ::1] image = out
-    cdef double[:, ::1] rows_low = np.empty((height, ew))
-    cdef double[:, ::1] rows_high = np.empty((height, _max(ow, 1)))
-    cdef double[::1] scratch = np.empty(height * ew)
-    cdef double* even = &scratch[0]
+    cdef double[::1] scratch = np.empty(height * width)
+    cdef double* low = &scratch[0]  # the plane's rows of (LL; LH), then those of (HL; HH)
+    cdef double* high = low + height * ew
+    cdef double* even
+    cdef double* odd
+    cdef double* target
     with nogil:
         for k in range(planes):
-            memcpy(even, &ll_[k, 0, 0], eh * ew * sizeof(double))
-            _load(values[1], symbols[1], k, oh * ew, step[1], reconstruction, even + eh * ew)
-            _merge_columns(even, even + eh * ew, &rows_low[0, 0], eh, oh, ew)
-            if ow:
-                _load(values[0], symbols[0], k, eh * ow, step[0], reconstruction, even)
-                _load(values[2], symbols[2], k, oh * ow, step[2], reconstruction, even + eh * ow)
-                _merge_columns(even, even + eh * ow, &rows_high[0, 0], eh, oh, ow)
-            for y in range(height):
+            memcpy(low, &ll_[k, 0, 0], eh * ew * sizeof(double))
+            _load(values[1], symbols[1], k, oh * ew, step[1], reconstruction, low + eh * ew)
+            _load(values[0], symbols[0], k, eh * ow, step[0], reconstruction, high)
+            _load(values[2], symbols[2], k, oh * ow, step[2], reconstruction, high + eh * ow)
+            if oh:
+                _lift_inverse(low, low + eh * ew, eh, oh, ew, ew)
+                _lift_inverse(high, high + eh * ow, eh, oh, ow, ow)
+            for y in range(height):  # row y is even row y // 2 or odd row y // 2 of the column split
+                row, target = (y >> 1) + (eh if y & 1 else 0), &image[k, y, 0]
+                even, odd = low + row * ew, high + row * ow
                 if ow:
-                    _lift_inverse(&rows_low[y, 0], &rows_high[y, 0], ew, ow, 1, 1)
-                for x in range(ew):
-                    image[k, y, 2 * x] = rows_low[y, x]
+                    _lift_inverse(even, odd, ew, ow, 1, 1)
                 for x in range(ow):
-                    image[k, y, 2 * x + 1] = rows_high[y, x]
+                    target[2 * x] = even[x]
+                    target[2 * x + 1] = odd[x]
+                if ew > ow:
+                    target[2 * ow] = even[ow]
     return out
 
 
