@@ -308,13 +308,18 @@ def _original_dn(original: np.ndarray, mean: tuple[float, ...], std: tuple[float
 def _tile_dn(decoded: np.ndarray, tile: CodedTile, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """One tile's reconstruction in DN as the decoder computes it from the network's standardised output:
     times the band deviations plus the means, minus the DC offsets and the low-pass field (float32, in
-    that order), then the spectral map (whole DN, float64). The encoder measures its corrections on it."""
-    offsets = np.asarray(tile.offsets, dtype=np.float32)[:, None, None] * OFFSET_STEP
-    dn = decoded * np.asarray(std, dtype=np.float32)[:, None, None]  # then in place
-    dn += np.asarray(mean, dtype=np.float32)[:, None, None]
-    dn -= offsets
+    that order), then the spectral map (whole DN, float64). The encoder measures its corrections on it.
+
+    ``decoded`` is never modified; steps that change nothing (unit deviations and zero means, as the
+    transform coder's; zero offsets) are skipped, not computed: ``x * 1 + 0`` is ``x`` in IEEE arithmetic
+    (up to the sign of a zero, which rounding to whole DN ignores)."""
+    dn = decoded
+    if any(v != 1 for v in std) or any(v != 0 for v in mean):
+        dn = decoded * np.asarray(std, dtype=np.float32)[:, None, None] + np.asarray(mean, dtype=np.float32)[:, None, None]
+    if any(tile.offsets):
+        dn = dn - np.asarray(tile.offsets, dtype=np.float32)[:, None, None] * OFFSET_STEP
     if tile.correction is not None:
-        dn -= lowpass.correction_field(tile.correction, dn.shape[0], dn.shape[1:])
+        dn = dn - lowpass.correction_field(tile.correction, dn.shape[0], dn.shape[1:])  # float32, as dn
     if tile.spectral is not None:
         dn = spectral.apply(tile.spectral, dn, spectral.centre_of(mean))
     return dn
@@ -497,7 +502,10 @@ def decode_many(buffers: list[bytes | memoryview | np.ndarray], *, device: str |
             offset = 0
             for index in spanning:
                 order, _ = orders[index]
-                results[index] = _finish(chunks[index], decoded[np.argsort(order) + offset], coder)
+                restore = np.argsort(order)
+                in_order = bool((restore == np.arange(len(order))).all())  # then a view, not a copy
+                results[index] = _finish(chunks[index], decoded[offset:offset + len(order)] if in_order
+                                         else decoded[restore + offset], coder)
                 offset += len(order)
     return results
 
@@ -545,7 +553,7 @@ def _decompress_units(coder: AnyCoder, tiles: list[CodedTile], span: int, tile_s
 
     with deterministic_torch(), torch.inference_mode():
         decoded = runtime.run_batches(device, len(tiles) // span, batch_size, span * tile_shape[0] * tile_shape[1], run)
-    return np.concatenate(decoded)
+    return np.concatenate(decoded) if len(decoded) > 1 else decoded[0]
 
 
 def _finish(chunk: bitstream.Chunk, tiles: np.ndarray, coder: AnyCoder) -> np.ndarray:

@@ -94,4 +94,5 @@ class TransformCoder:
             return reconstruction, symbol_checksum(*symbols)
 
         decoded = map_tiles(decode, streams)
-        return torch.from_numpy(np.stack([r for r, _ in decoded])), [c for _, c in decoded]
+        tiles = [r for r, _ in decoded]
+        return torch.from_numpy(np.stack(tiles) if len(tiles) > 1 else tiles[0][None]), [c for _, c in decoded]
