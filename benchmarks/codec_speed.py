@@ -37,7 +37,8 @@ if __package__ in (None, ""):  # run as a script: make the ``benchmarks`` packag
 
 from benchmarks import coders, metrics, reporting, sentinel2, timing  # noqa: E402
 from benchmarks.coders import Coder, TerraCodec  # noqa: E402
-from numcodec_plugin import bitstream, engine, lowpass, quality_range, spectral, transform_coding  # noqa: E402
+from numcodec_plugin import bitstream, engine, lowpass, quality_range, spectral, subband_coding, transform_coding, wavelet  # noqa: E402
+from numcodec_plugin.models.base import symbol_checksum  # noqa: E402
 from numcodec_plugin.models import entropy_coding, laplace_rans  # noqa: E402
 from numcodec_plugin.models.gain_hyperprior import GainHyperpriorCoder  # noqa: E402
 from numcodec_plugin.models.transform_coder import TransformCoder  # noqa: E402
@@ -60,6 +61,10 @@ STAGES = (
     ("  of which entropy coding of the subbands (v3: compiled rANS; v2: constriction)",
      (laplace_rans.encode, laplace_rans.Decoder.decode, entropy_coding.encode_laplace_table,
       entropy_coding.LaplaceTableDecoder.decode)),
+    ("  of which the subbands' context classes", (subband_coding._contexts,)),
+    ("  of which the 9/7 wavelet (encode: analysis and synthesis; decode: synthesis, dequantising)",
+     (wavelet.forward, wavelet.inverse)),
+    ("tile symbol checksums (CRC-32 by ISA-L)", (symbol_checksum,)),
 )
 PARALLEL_HEADERS = ("Chunks", "Quality", "1 thread ms", "threads", "ms", "speed-up")
 OVERHEAD_HEADERS = ("Chunk", "Quality", "chunk bytes", "tile stream bytes", "coded correction bytes", "overhead bytes",
@@ -170,7 +175,7 @@ def stage_rows(chunk: np.ndarray, model: str | None, quality: float, threads: in
         if not label.startswith(" "):  # an indented stage is part of the one above
             rest = [r - t for r, t in zip(rest, spent)]
         rows.append([label, *(f"{t:.1f}" if t else "-" for t in spent)])
-    rows.append(["the rest (tiling, standardising, DC offsets, rounding, packing, checksums)", *(f"{r:.1f}" for r in rest)])
+    rows.append(["the rest (tiling, standardising, DC offsets, rounding, packing, chunk CRC)", *(f"{r:.1f}" for r in rest)])
     rows.append([f"**TerraCodec ({model}), quality {quality:g}**", *(f"**{t:.1f}**" for t in totals)])
     anchor = coders.match_jpeg2k_rate(chunk, 8 * len(data), threads)
     anchor_timing = timing.measure(anchor, chunk, repeats)
