@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,9 +42,28 @@ def median_seconds(task: Callable[[], object], repeats: int) -> float:
 
 def measure(coder: Coder, image: np.ndarray, repeats: int = 5) -> Timing:
     """Time ``coder`` on ``image``; one untimed encode and decode first (model loading, caches)."""
-    streams = coder.encode(image)
-    decoded = coder.decode(streams)
+    return measure_together([coder], image, repeats)[0]
+
+
+def measure_together(coders: Sequence[Coder], image: np.ndarray, repeats: int = 5) -> list[Timing]:
+    """Time each of ``coders`` on ``image`` as :func:`measure` does, their calls taking turns (each
+    repeat encodes with every coder, then each decode likewise): on a shared machine whose speed
+    drifts, every coder meets the same drift, so their ratios hold better than from runs one after
+    the other."""
+    streams = [coder.encode(image) for coder in coders]
+    decoded = [coder.decode(s) for coder, s in zip(coders, streams)]
+    encode_s: list[list[float]] = [[] for _ in coders]
+    decode_s: list[list[float]] = [[] for _ in coders]
+    for _ in range(repeats):
+        for coder, times in zip(coders, encode_s):
+            start = time.perf_counter()
+            coder.encode(image)
+            times.append(time.perf_counter() - start)
+    for _ in range(repeats):
+        for coder, coded, times in zip(coders, streams, decode_s):
+            start = time.perf_counter()
+            coder.decode(coded)
+            times.append(time.perf_counter() - start)
     megabytes = image.nbytes / 1e6
-    encode_s = median_seconds(lambda: coder.encode(image), repeats)
-    decode_s = median_seconds(lambda: coder.decode(streams), repeats)
-    return Timing(megabytes / encode_s, megabytes / decode_s, streams, decoded)
+    return [Timing(megabytes / statistics.median(e), megabytes / statistics.median(d), s, x)
+            for e, d, s, x in zip(encode_s, decode_s, streams, decoded)]
