@@ -173,6 +173,19 @@ def run_one(codec: str, args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def merged(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One codec's rounds as one result: the median write and read speeds, the highest peak RSS, and
+    the decode check of every round."""
+    result = dict(runs[0])
+    for key in ("write_mb_s", "read_mb_s"):
+        result[key] = float(np.median([r[key] for r in runs]))
+    for key in ("peak_rss_write_mb", "peak_rss_end_mb"):
+        result[key] = max(r[key] for r in runs)
+    if result["cpu_decode_identical"] is not None:
+        result["cpu_decode_identical"] = all(r["cpu_decode_identical"] for r in runs)
+    return result
+
+
 def table(results: list[dict[str, Any]]) -> str:
     """Markdown table; the last three columns relative to JPEG 2000 (when it ran)."""
     base = next((r for r in results if r["codec"] == "jpeg2k"), None)
@@ -205,6 +218,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="chunks per codec call (default 16: a whole shard shares network batches)")
     parser.add_argument("--jpeg2k-level", type=float, default=None, help="lossy JPEG 2000 quality target in dB (default lossless)")
     parser.add_argument("--data", default=str(sentinel2.DEFAULT_DATA_ROOT), help="Sentinel-2 samples folder")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="runs per codec, the codecs taking turns; speeds are the medians (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--only", choices=CODECS, help=argparse.SUPPRESS)  # one codec, in this process
     parser.add_argument("--workdir", default=None, help=argparse.SUPPRESS)
@@ -229,23 +244,26 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown codec(s) {unknown}; choose from {', '.join(CODECS)}")
     workdir = Path(tempfile.mkdtemp(prefix="dask_throughput_"))
     passed = sys.argv[1:] if argv is None else argv
-    results = []
+    runs: dict[str, list[dict[str, Any]]] = {codec: [] for codec in codecs}
     try:
-        for codec in codecs:
-            out = subprocess.run([sys.executable, "-m", "benchmarks.dask_throughput", *passed, "--only", codec,
-                                  "--workdir", str(workdir)], capture_output=True, text=True)
-            if out.returncode:
-                raise SystemExit(f"{codec} failed:\n{out.stderr[-4000:]}")
-            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            shutil.rmtree(workdir / f"{codec}.zarr", ignore_errors=True)
+        for _ in range(args.rounds):  # the codecs take turns, round after round
+            for codec in codecs:
+                out = subprocess.run([sys.executable, "-m", "benchmarks.dask_throughput", *passed, "--only", codec,
+                                      "--workdir", str(workdir)], capture_output=True, text=True)
+                if out.returncode:
+                    raise SystemExit(f"{codec} failed:\n{out.stderr[-4000:]}")
+                runs[codec].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                shutil.rmtree(workdir / f"{codec}.zarr", ignore_errors=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    results = [merged(runs[codec]) for codec in codecs]
     print(f"cube ({args.time_steps}, 12, {args.size}, {args.size}) uint16 = {results[0]['raw_mb']:.1f} MB; {args.threads} "
-          f"threads, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; device {args.device or 'automatic'}")
+          f"threads, {os.cpu_count()} cores, {platform.processor() or platform.machine()}; device {args.device or 'automatic'}; "
+          f"median of {args.rounds} round(s)")
     print(table(results))
     if args.json:
         args.json.write_text(json.dumps({"args": {k: v for k, v in vars(args).items() if k not in ("only", "workdir", "json")},
-                                         "results": results}, indent=2))
+                                         "results": results, "rounds": runs}, indent=2))
 
 
 if __name__ == "__main__":

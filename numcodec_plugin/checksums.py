@@ -1,9 +1,9 @@
 """CRC-32 (zlib's polynomial and values) of the buffers a chunk checks: its bytes, each tile's symbols,
 the error-bounded layer's reconstruction and result.
 
-Computed by ISA-L (``isal``): its carry-less-multiply CRC is an order of magnitude faster than
-zlib's on the megabytes of symbols a 12 x 256 x 256 tile checks (``benchmarks/codec_speed.py``'s
-stage table), and gives zlib's values, so chunks written with either read the same.
+Computed by ISA-L (``isal``), whose carry-less-multiply CRC gives zlib's values (so chunks written
+with either read the same) in a fraction of zlib's time on the megabytes of symbols a
+12 x 256 x 256 tile checks (``benchmarks/codec_speed.py``'s stage table gives the time).
 """
 
 from __future__ import annotations

@@ -31,3 +31,12 @@ def test_the_digest_tells_decodes_apart(tmp_path: Path) -> None:
     changed[1, 2, 3] += 1
     assert dask_throughput.array_digest(values) == dask_throughput.array_digest(zarr.open_array(store)[...])
     assert dask_throughput.array_digest(values) != dask_throughput.array_digest(changed)
+
+
+def test_rounds_merge_to_median_speeds_and_the_highest_memory() -> None:
+    runs = [{"codec": "terracodec", "write_mb_s": w, "read_mb_s": r, "peak_rss_write_mb": m, "peak_rss_end_mb": 2 * m,
+             "cpu_decode_identical": same} for w, r, m, same in ((30, 90, 1200, True), (40, 70, 1300, True), (20, 80, 1250, False))]
+    result = dask_throughput.merged(runs)
+    assert (result["write_mb_s"], result["read_mb_s"]) == (30, 80)
+    assert (result["peak_rss_write_mb"], result["peak_rss_end_mb"]) == (1300, 2600)
+    assert result["cpu_decode_identical"] is False
