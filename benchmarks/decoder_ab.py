@@ -79,6 +79,13 @@ def run_worker(checkout: Path, job: dict, folder: Path) -> list[dict]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _commit(checkout: Path) -> str:
+    """The checkout's commit, with ``+changes`` where its tracked files differ from it."""
+    def git(*arguments: str) -> str:
+        return subprocess.run(["git", "-C", str(checkout), *arguments], capture_output=True, text=True).stdout.strip()
+    return (git("rev-parse", "--short", "HEAD") or "not a git checkout") + ("+changes" if git("status", "--porcelain", "-uno") else "")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_arguments(argv)
     if args.worker:
@@ -116,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                      f"{seconds['other'].min() / seconds['this'].min():.2f}x", *same])
     text = reporting.report("Decoder A/B", "benchmarks/decoder_ab.py", argv, args.threads, None,
                             [reporting.markdown_table(HEADERS, rows, 3)],
-                            note=f"other checkout: {args.other.resolve()}; this checkout: {ROOT}")
+                            note=f"other checkout: {args.other.resolve()} ({_commit(args.other)}); "
+                                 f"this checkout: {ROOT} ({_commit(ROOT)})")
     reporting.publish(text, args.out, "decoder_ab.md")
 
 
