@@ -8,9 +8,11 @@ with either read the same) in a fraction of zlib's time on the megabytes of symb
 
 from __future__ import annotations
 
+import numpy as np
 from isal.isal_zlib import crc32 as _crc32
 
 
-def crc32(data: bytes | bytearray | memoryview, value: int = 0) -> int:
-    """``zlib.crc32(data, value)``: the CRC-32 of ``data`` continued from ``value``."""
+def crc32(data: bytes | bytearray | memoryview | np.ndarray, value: int = 0) -> int:
+    """``zlib.crc32(data, value)``: the CRC-32 of the bytes of ``data`` (any C-contiguous buffer, a numpy
+    array's in memory order) continued from ``value``."""
     return _crc32(data, value)
