@@ -92,6 +92,19 @@ def _scale_index(band: np.ndarray, classes: np.ndarray, zero_byte: bool = False)
     return index.reshape(band.shape[:2] + (CONTEXTS,))
 
 
+def one_bits(index: int, coded: list[np.ndarray], band: np.ndarray) -> np.ndarray:
+    """The bits a coefficient of subband ``index`` costs as +-1 beyond what it costs as 0: per coefficient
+    of the int32 (frames, bands, y, x) ``band``, under the tabled law of its wide context class
+    (from the subbands ``coded`` before it, as :func:`encode_subbands` classes it with
+    ``tabled=True, wide_contexts=True``) and of the class's scale as ``band`` stands. The law's fixed
+    point is the rANS coder's (:func:`numcodec_plugin.models.laplace_rans.frequencies`); v2's float
+    laws differ from it by far less than a bit. An encoder weighs these bits against the distortion
+    a +-1 saves (:func:`numcodec_plugin.transform_coding.encode`)."""
+    classes = _contexts(index, coded, band.shape, True)
+    scale_index = _scale_index(band, classes)
+    return laplace_rans.one_bits()[_coefficient_index(scale_index, classes)]
+
+
 def _coefficient_index(index: np.ndarray, classes: np.ndarray) -> np.ndarray:
     """Per-coefficient Laplace scale bytes from (frames, bands, CONTEXTS) bytes and the context classes."""
     table = np.ascontiguousarray(index.reshape(-1, CONTEXTS), np.uint8)

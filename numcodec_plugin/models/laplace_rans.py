@@ -47,6 +47,12 @@ def frequencies(index: int) -> np.ndarray:
 
 
 @functools.cache
+def one_bits() -> np.ndarray:
+    """Per scale byte: the bits of a +-1 minus those of a 0 under its law, in fixed point (float64, 256)."""
+    return np.array([np.log2(counts[0] / counts[1]) for counts in map(frequencies, range(256))])
+
+
+@functools.cache
 def tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(cdf, offsets, radii): the cumulative tables of all 256 laws in one uint32 vector, where each
     byte's table starts, and each byte's radius (built once per process, about 3 MB)."""

@@ -76,10 +76,10 @@ class TransformCoder:
 
     def compress(self, x: torch.Tensor, quality: float, refinement_steps: int = 0,
                  exact_reconstruction: bool = True) -> tuple[list[CodedTile], torch.Tensor]:
-        step = self.step(quality)
+        step, rate_lambda = self.step(quality), self.rate_lambda(quality)
 
         def code(tile: np.ndarray) -> tuple[CodedTile, np.ndarray]:
-            data, symbols, reconstruction = transform_coding.encode(tile, step, self.rans)
+            data, symbols, reconstruction = transform_coding.encode(tile, step, self.rans, rate_lambda)
             return CodedTile((data,), symbol_checksum(*symbols)), reconstruction
 
         coded = map_tiles(code, list(x.detach().cpu().double().numpy()))
