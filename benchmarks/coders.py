@@ -250,11 +250,14 @@ def default_quality(model: str | None = None) -> float:
 
 def quality_sweep(model: str | None, count: int) -> list[float]:
     """``count`` qualities spread evenly over the model's trained quality range (rounded to 0.01), after the
-    whole qualities below it and the lowest valid one, where the range extends beyond the trained levels."""
+    whole qualities below it and the lowest valid one, and before those above it and the highest valid one,
+    where the range extends beyond the trained levels."""
     low, high = trained_quality_range(model)
-    lowest = quality_range(model)[0]
+    lowest, highest = quality_range(model)
     below = sorted({lowest, *range(math.ceil(lowest), math.ceil(low))}) if lowest < low else []
-    return [float(q) for q in below] + [round(float(q), 2) for q in np.linspace(low, high, count)]
+    above = sorted({highest, *range(math.floor(high) + 1, math.floor(highest) + 1)}) if highest > high else []
+    trained = [round(float(q), 2) for q in np.linspace(low, high, count)]
+    return [float(q) for q in below] + trained + [float(q) for q in above]
 
 
 def match_jpeg2k_rate(image: np.ndarray, target_bits: int, threads: int, levels: tuple[float, float] = (20.0, 100.0),

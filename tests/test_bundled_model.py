@@ -30,7 +30,7 @@ def test_default_codec_uses_the_bundled_transform_coder() -> None:
     assert hybrid_members() == ("klt-wavelet-v3",)
     assert hybrid_members(HYBRID) == (NETWORK, "klt-wavelet-v2")
     assert hybrid_members(HYBRID, quality=-2.0) == ("klt-wavelet-v2",)  # below the network's lowest quality
-    assert quality_range() == quality_range(HYBRID) == (-3.0, 8.0) and trained_quality_range(HYBRID) == (1.0, 8.0)
+    assert quality_range() == quality_range(HYBRID) == (-3.0, 10.0) and trained_quality_range(HYBRID) == (1.0, 8.0)
 
 
 def test_the_engine_codes_with_the_default_when_no_model_is_named(s2_scene: np.ndarray) -> None:

@@ -69,7 +69,7 @@ def test_gain_models_extend_their_quality_range_below_the_trained_levels() -> No
     range, and published models keep their published qualities."""
     assert registry.trained_quality_range("tec-s2-hybrid-v2") == registry.trained_quality_range("tec-s2-gain-v3") == (1.0, 8.0)
     assert quality_range("tec-s2-gain-v3") == (1.0 - registry.EXTRAPOLATED_LEVELS, 8.0)
-    assert quality_range("klt-wavelet-v2") == quality_range() == quality_range("tec-s2-hybrid-v2") == (-3.0, 8.0)
+    assert quality_range("klt-wavelet-v2") == quality_range() == quality_range("tec-s2-hybrid-v2") == (-3.0, 10.0)
     assert quality_range("test-fixed-seed") == (1.0 - registry.EXTRAPOLATED_LEVELS, 4.0)
     assert registry.default_quality() == 5.0
     assert quality_range("tec-fp") == registry.trained_quality_range("tec-fp") == (1.0, 5.0)

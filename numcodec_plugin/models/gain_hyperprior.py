@@ -50,11 +50,14 @@ def training_lambdas(levels: int) -> tuple[float, ...]:
 
 def lambda_at(lambdas: tuple[float, ...], quality: float) -> float:
     """The lambda of ``quality`` given one per whole quality from 1: interpolated geometrically like the
-    gains, and below quality 1 extrapolated like them from the two lowest levels."""
+    gains, and beyond the levels (below quality 1, above the last) extrapolated like them from the two
+    nearest levels."""
     log_lambdas = np.log(np.asarray(lambdas, dtype=np.float64))
-    level = quality - 1.0
+    level, top = quality - 1.0, len(log_lambdas) - 1
     if level < 0:  # np.interp would clamp; outputs at trained qualities stay np.interp's to the bit
         return float(np.exp(log_lambdas[0] + level * (log_lambdas[1] - log_lambdas[0])))
+    if level > top:
+        return float(np.exp(log_lambdas[top] + (level - top) * (log_lambdas[top] - log_lambdas[top - 1])))
     return float(np.exp(np.interp(level, np.arange(len(log_lambdas)), log_lambdas)))
 
 

@@ -223,14 +223,15 @@ def trained_quality_range(model: str | None = None) -> tuple[float, float]:
 def quality_range(model: str | None = None) -> tuple[float, float]:
     """Valid ``quality`` values (inclusive) of ``model`` (default: the bundled model); higher = more bits.
     The trained range, and for the bundled and test models (gain units) :data:`EXTRAPOLATED_LEVELS` below
-    it; a classical coder's down to its ``LOWEST_QUALITY``; a hybrid's members' ranges together."""
+    it; a classical coder's from its ``LOWEST_QUALITY`` to its ``HIGHEST_QUALITY``; a hybrid's members'
+    ranges together."""
     name = model or DEFAULT_MODEL
     if name in HYBRID_MODELS:
         ranges = [quality_range(member) for member in HYBRID_MODELS[name]]
         return (min(low for low, _ in ranges), max(high for _, high in ranges))
     low, high = trained_quality_range(name)
     if name in CLASSICAL_MODELS:
-        return (transform_coder.LOWEST_QUALITY, high)
+        return (transform_coder.LOWEST_QUALITY, transform_coder.HIGHEST_QUALITY)
     if name not in OFFICIAL_MODELS:
         low -= EXTRAPOLATED_LEVELS
     return (low, high)

@@ -42,6 +42,9 @@ LAMBDAS = training_lambdas(8)
 #: the lowest quality: the step law holds below the trained qualities too (lambdas extrapolated like the
 #: network's), down to about 30 dB on the validation tiles
 LOWEST_QUALITY = -3.0
+#: the highest quality: lambdas extrapolated above quality 8 likewise, so that the top of the range codes
+#: beyond 1 bit per pixel per band once the rate-distortion quantiser has made quality 8 cheaper
+HIGHEST_QUALITY = 10.0
 
 
 class TransformCoder:
