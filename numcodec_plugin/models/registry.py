@@ -4,8 +4,8 @@ Names:
 
 * ``"klt-wavelet-v3"`` (:data:`DEFAULT_MODEL`): the classical transform coder
   (:mod:`numcodec_plugin.models.transform_coder`: per-tile spectral KLT, 9/7 wavelet, dead-zone
-  quantiser, tabled Laplace laws, compiled inner loops), qualities -3..8 with the bundled network's
-  lambdas, its subbands coded by the compiled rANS coder (:mod:`numcodec_plugin.models.laplace_rans`),
+  quantiser with rate-distortion decisions, tabled Laplace laws, compiled inner loops), qualities
+  -3..10 with the bundled network's lambdas (extrapolated beyond 1..8), its subbands coded by the compiled rANS coder (:mod:`numcodec_plugin.models.laplace_rans`),
   which decodes faster than constriction's grouped calls and skips classes of zeros. The default
   since session 17.
 * ``"klt-wavelet-v2"``: the same coder with constriction's ANS (the same laws, the same symbols and
@@ -14,8 +14,8 @@ Names:
   codec_speed.md, hybrid-speed/codec_speed.md); its chunks decode as they always did.
 * ``"tec-s2-hybrid-v2"``: per chunk, the cheaper (``lambda * D + R``) of ``tec-s2-gain-v3`` and
   ``klt-wavelet-v2`` at the same quality; a chunk's header names the one that coded it
-  (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`). Qualities -3..8: below -1, the
-  network's lowest, only ``klt-wavelet-v2`` codes. The default in session 15.
+  (:func:`hybrid_members`, :func:`numcodec_plugin.engine.encode_many`). Qualities -3..10: below -1, the
+  network's lowest, and above 8, its highest, only ``klt-wavelet-v2`` codes. The default in session 15.
 * ``"tec-s2-gain-v3"``: the bundled learned model (the default before the hybrid), weights shipped in
   ``numcodec_plugin/models/weights/``: ``tec-s2-gain-v2`` with entropy tables per whole quality
   (hyper-latent tables and latent scale factors, :mod:`numcodec_plugin.training.entropy_tables`),
